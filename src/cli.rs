@@ -1,0 +1,75 @@
+//! The command line, as the operator sees it. Every flag is documented in
+//! README.md ("Flags"); validation happens in `spec`, not here.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "sandbox",
+    version,
+    about = "Provision (and remove without a trace) a locked-down home for an AI agent runtime"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create the sandbox (or, with --disable, take it away again).
+    Setup(SetupArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SetupArgs {
+    /// Egress policy: a preset (default, strict, permissive) or a path to a policy file.
+    #[arg(long, default_value = "permissive", value_name = "PRESET|FILE")]
+    pub policy: String,
+    /// Address of the sandbox end of the veth pair.
+    #[arg(long, default_value = "10.200.0.2", value_name = "IPV4")]
+    pub sandbox_ip: String,
+    /// Address of the host end of the veth pair; the sidecar listens here.
+    #[arg(long, default_value = "10.200.0.1", value_name = "IPV4")]
+    pub host_ip: String,
+    /// Home directory of the sandbox user.
+    #[arg(long, default_value = "/home/sandbox", value_name = "DIR")]
+    pub sandbox_home: PathBuf,
+    /// Port of the OpenClaw gateway inside the sandbox; only the host IP may reach it.
+    #[arg(long, default_value = "18789", value_name = "PORT")]
+    pub openclaw_port: String,
+    /// Resolvers the sandbox may use: comma-separated IPv4 addresses, or `host` for the host's upstream resolvers.
+    #[arg(long, default_value = "8.8.8.8,1.1.1.1", value_name = "IP,IP|host")]
+    pub dns: String,
+    /// Do not create a device key for pre-pairing with the sidecar.
+    #[arg(long)]
+    pub no_auto_pair: bool,
+    /// Leave the host's firewall and sysctls alone (only the rules inside the sandbox are installed).
+    #[arg(long)]
+    pub no_host_networking: bool,
+    /// Close the guardrail proxy port and leave the guardrail section out of openclaw.json.
+    #[arg(long)]
+    pub no_guardrail: bool,
+    /// Do not ask for confirmation before changing the host.
+    #[arg(long)]
+    pub non_interactive: bool,
+    /// Undo every step setup made, in reverse order, from the state record.
+    #[arg(long)]
+    pub disable: bool,
+    /// With --disable: also remove the user, group and home, if setup created them.
+    #[arg(long, requires = "disable")]
+    pub purge: bool,
+    /// Name of the sandbox; every object name (netns, veth, tables, state) derives from it.
+    #[arg(long, default_value = "sandbox", value_name = "NAME")]
+    pub name: String,
+    /// Print every change that would be made, and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Take every file path (state included) under DIR instead of /.
+    #[arg(long, default_value = "/", value_name = "DIR")]
+    pub root: PathBuf,
+    /// Write unit files but do not talk to systemd.
+    #[arg(long)]
+    pub no_systemd: bool,
+}

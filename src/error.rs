@@ -1,0 +1,94 @@
+//! One error type for the whole tool. Every variant names the object, the
+//! cause and the fix, because an operator on a locked-down host has nothing
+//! else to go on. Each variant maps to a documented exit code.
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Bad flags or a bad policy file: nothing was changed.
+    #[error("{what}: {why}\n  fix: {fix}")]
+    Input { what: String, why: String, fix: String },
+    /// The host is not fit to run on (not root, no nft, address clash...).
+    #[error("{what}: {why}\n  fix: {fix}")]
+    Host { what: String, why: String, fix: String },
+    /// Preflight found problems; each names its own fix. Nothing changed.
+    #[error("preflight found {} problem(s); nothing was changed:\n{}", problems.len(), problems.iter().map(|p| format!("  - {}", p.to_string().replace('\n', "\n    "))).collect::<Vec<_>>().join("\n"))]
+    Preflight { problems: Vec<Error> },
+    /// Another run holds the lock on this sandbox.
+    #[error("sandbox {name}: another `sandbox` run holds {path}\n  fix: wait for it to finish, then re-run")]
+    Locked { name: String, path: PathBuf },
+    #[error("{what} {path}: {source}")]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("netlink: {op} {object}: {cause}")]
+    Netlink {
+        op: &'static str,
+        object: String,
+        cause: String,
+    },
+    #[error("nft: {op}: {cause}")]
+    Nft { op: String, cause: String },
+    /// A step failed; the inner error names the object and the fix.
+    #[error("step {step} ({op}): {source}")]
+    Step {
+        step: &'static str,
+        op: &'static str,
+        #[source]
+        source: Box<Error>,
+    },
+    #[error("state record {path}: {cause}\n  fix: {fix}")]
+    State { path: PathBuf, cause: String, fix: String },
+}
+
+impl Error {
+    pub fn input(what: impl Into<String>, why: impl Into<String>, fix: impl Into<String>) -> Self {
+        Error::Input {
+            what: what.into(),
+            why: why.into(),
+            fix: fix.into(),
+        }
+    }
+
+    pub fn host(what: impl Into<String>, why: impl Into<String>, fix: impl Into<String>) -> Self {
+        Error::Host {
+            what: what.into(),
+            why: why.into(),
+            fix: fix.into(),
+        }
+    }
+
+    pub fn io(what: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            what,
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub fn netlink(op: &'static str, object: impl Into<String>, cause: impl std::fmt::Display) -> Self {
+        Error::Netlink {
+            op,
+            object: object.into(),
+            cause: cause.to_string(),
+        }
+    }
+
+    /// Exit codes are part of the operator interface (README, "Exit codes").
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Input { .. } => 2,
+            Error::Host { .. } | Error::Preflight { .. } => 3,
+            Error::Locked { .. } => 4,
+            Error::State { .. } => 5,
+            Error::Step { source, .. } => source.exit_code(),
+            Error::Io { .. } | Error::Netlink { .. } | Error::Nft { .. } => 1,
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

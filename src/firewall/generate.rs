@@ -1,0 +1,361 @@
+//! The policy, turned into two tables: one inside the sandbox's namespace
+//! (egress allowlist, default drop) and one on the host (what arrives from
+//! the veth is held to the same allowlist; forwarding and masquerade only
+//! for DNS and policy destinations). Both close IPv6.
+
+use ipnet::Ipv4Net;
+
+use super::{Chain, Cond, Hook, Rule, Table, Verdict};
+use crate::policy::{Protocol, Target, NOT_PUBLIC};
+use crate::spec::Spec;
+
+/// One way out of the sandbox, after the policy and flags are applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Allow {
+    pub to: Vec<Ipv4Net>,
+    pub except: Vec<Ipv4Net>,
+    pub protocol: Protocol,
+    pub ports: Vec<u16>,
+    pub why: String,
+    /// Leaves the host (needs forwarding and masquerade), or ends on it.
+    pub forwarded: bool,
+}
+
+/// Every way out, in the order the rules list them.
+pub fn allowlist(spec: &Spec) -> Vec<Allow> {
+    let host = vec![Ipv4Net::from(spec.net.host_ip)];
+    let side = spec.policy.sidecar;
+    let mut ports = vec![side.gateway_port.0];
+    if spec.guardrail {
+        ports.push(side.guardrail_port.0);
+    }
+    let mut out = vec![Allow {
+        to: host,
+        except: vec![],
+        protocol: Protocol::Tcp,
+        ports,
+        why: "the sidecar on the host IP".into(),
+        forwarded: false,
+    }];
+    if spec.policy.dns.allow && !spec.dns.is_empty() {
+        let resolvers: Vec<Ipv4Net> = spec.dns.iter().map(|ip| Ipv4Net::from(*ip)).collect();
+        for protocol in [Protocol::Udp, Protocol::Tcp] {
+            out.push(Allow {
+                to: resolvers.clone(),
+                except: vec![],
+                protocol,
+                ports: vec![53],
+                why: "DNS to the listed resolvers".into(),
+                forwarded: true,
+            });
+        }
+    }
+    for d in &spec.policy.destinations {
+        let (to, except) = match d.to {
+            Target::Public => (vec![], not_public()),
+            Target::Net(n) => (vec![n], vec![]),
+        };
+        out.push(Allow {
+            to,
+            except,
+            protocol: d.protocol,
+            ports: d.ports.iter().map(|p| p.0).collect(),
+            why: d.why.clone(),
+            forwarded: true,
+        });
+    }
+    out
+}
+
+fn not_public() -> Vec<Ipv4Net> {
+    NOT_PUBLIC.iter().filter_map(|s| s.parse().ok()).collect()
+}
+
+fn allow_conds(a: &Allow) -> Vec<Cond> {
+    let mut c = Vec::new();
+    if !a.to.is_empty() {
+        c.push(Cond::DstIp(a.to.clone()));
+    }
+    if !a.except.is_empty() {
+        c.push(Cond::NotDstIp(a.except.clone()));
+    }
+    c.push(Cond::Port(a.protocol, a.ports.clone()));
+    c
+}
+
+fn rule(when: Vec<Cond>, then: Verdict, why: impl Into<String>) -> Rule {
+    Rule {
+        when,
+        then,
+        why: why.into(),
+    }
+}
+
+/// Inside the netns: loopback and replies pass, the allowlist passes, the
+/// host may reach the OpenClaw port, everything else is refused at once.
+pub fn netns_table(spec: &Spec) -> Table {
+    let mut output = vec![
+        rule(
+            vec![Cond::OutIf("lo".into())],
+            Verdict::Accept,
+            "loopback inside the sandbox",
+        ),
+        rule(
+            vec![Cond::Established],
+            Verdict::Accept,
+            "replies to allowed connections",
+        ),
+        rule(vec![Cond::Ipv6], Verdict::Reject, "IPv6 is closed"),
+    ];
+    for a in allowlist(spec) {
+        output.push(rule(allow_conds(&a), Verdict::Accept, a.why));
+    }
+    output.push(rule(vec![], Verdict::Reject, "anything else is refused"));
+
+    let input = vec![
+        rule(
+            vec![Cond::InIf("lo".into())],
+            Verdict::Accept,
+            "loopback inside the sandbox",
+        ),
+        rule(
+            vec![Cond::Established],
+            Verdict::Accept,
+            "replies to the sandbox's connections",
+        ),
+        rule(vec![Cond::Ipv6], Verdict::Reject, "IPv6 is closed"),
+        rule(
+            vec![
+                Cond::SrcIp(Ipv4Net::from(spec.net.host_ip)),
+                Cond::Port(Protocol::Tcp, vec![spec.openclaw_port]),
+            ],
+            Verdict::Accept,
+            "the host reaches the OpenClaw gateway port",
+        ),
+        rule(vec![], Verdict::Reject, "nothing else may connect in"),
+    ];
+    Table {
+        name: spec.net.table.clone(),
+        chains: vec![
+            chain("input", Hook::Input, true, input),
+            chain("output", Hook::Output, true, output),
+        ],
+    }
+}
+
+/// On the host: only what comes in through our veth is judged; other
+/// traffic passes our chains untouched (policy accept).
+pub fn host_table(spec: &Spec) -> Table {
+    let veth = spec.net.host_if.clone();
+    let from_sandbox = || {
+        vec![
+            Cond::InIf(veth.clone()),
+            Cond::SrcIp(Ipv4Net::from(spec.net.sandbox_ip)),
+        ]
+    };
+    let allows = allowlist(spec);
+
+    let mut input = vec![
+        rule(
+            vec![Cond::InIf(veth.clone()), Cond::Established],
+            Verdict::Accept,
+            "replies to the host's connections",
+        ),
+        rule(
+            vec![Cond::InIf(veth.clone()), Cond::Ipv6],
+            Verdict::Reject,
+            "IPv6 from the sandbox is closed",
+        ),
+    ];
+    let mut forward = vec![
+        rule(
+            vec![Cond::OutIf(veth.clone()), Cond::Established],
+            Verdict::Accept,
+            "replies to the sandbox's allowed connections",
+        ),
+        rule(
+            vec![Cond::OutIf(veth.clone())],
+            Verdict::Drop,
+            "nothing else is forwarded into the sandbox",
+        ),
+        rule(
+            vec![Cond::InIf(veth.clone()), Cond::Ipv6],
+            Verdict::Reject,
+            "IPv6 from the sandbox is closed",
+        ),
+    ];
+    for a in &allows {
+        let mut when = from_sandbox();
+        when.extend(allow_conds(a));
+        let target = if a.forwarded { &mut forward } else { &mut input };
+        target.push(rule(when, Verdict::Accept, a.why.clone()));
+    }
+    input.push(rule(
+        vec![Cond::InIf(veth.clone())],
+        Verdict::Reject,
+        "no other host service for the sandbox",
+    ));
+    forward.push(rule(
+        vec![Cond::InIf(veth.clone())],
+        Verdict::Reject,
+        "nothing else leaves the sandbox",
+    ));
+
+    // The forward chain stays even when nothing is forwarded for us: a host
+    // that forwards for others must still not route the sandbox anywhere.
+    let mut chains = vec![
+        chain("input", Hook::Input, false, input),
+        chain("forward", Hook::Forward, false, forward),
+    ];
+    if allows.iter().any(|a| a.forwarded) {
+        chains.push(Chain {
+            name: "postrouting",
+            hook: Hook::Postrouting,
+            nat: true,
+            priority: 100,
+            policy_drop: false,
+            rules: vec![rule(
+                vec![Cond::SrcIp(Ipv4Net::from(spec.net.sandbox_ip)), Cond::NotOutIf(veth)],
+                Verdict::Masquerade,
+                "allowed traffic leaves with the host's address",
+            )],
+        });
+    }
+    Table {
+        name: spec.net.table.clone(),
+        chains,
+    }
+}
+
+fn chain(name: &'static str, hook: Hook, policy_drop: bool, rules: Vec<Rule>) -> Chain {
+    Chain {
+        name,
+        hook,
+        nat: false,
+        priority: 0,
+        policy_drop,
+        rules,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{Cli, Command};
+    use clap::Parser;
+
+    fn spec(extra: &[&str]) -> Spec {
+        let mut argv = vec!["sandbox", "setup"];
+        argv.extend_from_slice(extra);
+        let Command::Setup(a) = Cli::parse_from(argv).command;
+        Spec::from_args(&a).expect("valid spec")
+    }
+
+    fn text(t: &Table) -> String {
+        crate::firewall::to_nft_text(t)
+    }
+
+    #[test]
+    fn strict_allows_only_the_sidecar() {
+        let s = spec(&["--policy", "strict"]);
+        let a = allowlist(&s);
+        assert_eq!(a.len(), 1);
+        assert_eq!(a[0].ports, vec![18970, 4000]);
+        let ns = text(&netns_table(&s));
+        assert!(
+            ns.contains("ip daddr 10.200.0.1 tcp dport { 18970, 4000 } accept"),
+            "{ns}"
+        );
+        assert!(!ns.contains("dport 53"), "{ns}");
+        let host = text(&host_table(&s));
+        assert!(!host.contains("masquerade"), "strict forwards nothing: {host}");
+        assert!(
+            host.contains(
+                "iifname \"sandbox0\" ip saddr 10.200.0.2 ip daddr 10.200.0.1 tcp dport { 18970, 4000 } accept"
+            ),
+            "{host}"
+        );
+    }
+
+    #[test]
+    fn no_guardrail_closes_the_proxy_port() {
+        let s = spec(&["--policy", "strict", "--no-guardrail"]);
+        assert_eq!(allowlist(&s)[0].ports, vec![18970]);
+        assert!(!text(&netns_table(&s)).contains("4000"));
+        assert!(!text(&host_table(&s)).contains("4000"));
+    }
+
+    #[test]
+    fn default_adds_dns_to_listed_resolvers_only() {
+        let s = spec(&["--policy", "default", "--dns", "192.0.2.53"]);
+        let ns = text(&netns_table(&s));
+        assert!(ns.contains("ip daddr 192.0.2.53 udp dport 53 accept"), "{ns}");
+        assert!(ns.contains("ip daddr 192.0.2.53 tcp dport 53 accept"), "{ns}");
+        let host = text(&host_table(&s));
+        assert!(
+            host.contains("ip saddr 10.200.0.2 oifname != \"sandbox0\" masquerade"),
+            "{host}"
+        );
+        assert!(
+            host.contains("iifname \"sandbox0\" ip saddr 10.200.0.2 ip daddr 192.0.2.53 udp dport 53 accept"),
+            "{host}"
+        );
+    }
+
+    #[test]
+    fn permissive_web_never_reaches_private_or_metadata_ranges() {
+        let s = spec(&["--policy", "permissive"]);
+        let ns = text(&netns_table(&s));
+        let web = ns.lines().find(|l| l.contains("dport { 80, 443 }")).expect("web rule");
+        for r in [
+            "10.0.0.0/8",
+            "127.0.0.0/8",
+            "169.254.0.0/16",
+            "172.16.0.0/12",
+            "192.168.0.0/16",
+            "100.64.0.0/10",
+        ] {
+            assert!(web.contains(r), "{r} missing from {web}");
+        }
+        assert!(web.contains("ip daddr != {"), "{web}");
+    }
+
+    #[test]
+    fn every_chain_ends_in_a_refusal_and_closes_ipv6() {
+        for p in ["strict", "default", "permissive"] {
+            let s = spec(&["--policy", p]);
+            for t in [netns_table(&s), host_table(&s)] {
+                for c in t.chains.iter().filter(|c| !c.nat) {
+                    let last = c.rules.last().expect("rules");
+                    assert!(matches!(last.then, Verdict::Reject), "{p} {}: {:?}", c.name, last);
+                    assert!(
+                        c.rules
+                            .iter()
+                            .any(|r| r.when.contains(&Cond::Ipv6) && r.then == Verdict::Reject),
+                        "{p} {}",
+                        c.name
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn only_the_host_reaches_the_openclaw_port() {
+        let s = spec(&["--openclaw-port", "18800"]);
+        let ns = text(&netns_table(&s));
+        assert!(ns.contains("ip saddr 10.200.0.1 tcp dport 18800 accept"), "{ns}");
+    }
+
+    #[test]
+    fn fingerprint_follows_content() {
+        let a = netns_table(&spec(&["--policy", "default"]));
+        let b = netns_table(&spec(&["--policy", "default", "--dns", "9.9.9.9"]));
+        assert_eq!(
+            a.fingerprint(),
+            netns_table(&spec(&["--policy", "default"])).fingerprint()
+        );
+        assert_ne!(a.fingerprint(), b.fingerprint());
+        assert!(a.marker_chain().starts_with("gen_"));
+    }
+}

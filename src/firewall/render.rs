@@ -1,0 +1,290 @@
+//! Two renderings of one table: nft JSON for the kernel (what `apply`
+//! feeds to `nft -j -f -` through the `nftables` crate) and nft text for
+//! people (plans, README, `nft list table` look-alike).
+
+use std::borrow::Cow;
+
+use ipnet::Ipv4Net;
+use nftables::expr::{Expression, Meta, MetaKey, NamedExpression, Payload, PayloadField, Prefix, SetItem, CT};
+use nftables::schema::{self, NfCmd, NfListObject, NfObject, Nftables};
+use nftables::stmt::{Counter, Match, Operator, Reject, RejectType, Statement};
+use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook, RejectCode};
+
+use super::{Chain, Cond, Hook, Rule, Table, Verdict};
+
+/// The batch that (re)creates `t` atomically: "add table; delete table"
+/// first, so a stale or drifted copy of our table goes, and nothing else in
+/// the ruleset is touched.
+pub fn to_nft_json(t: &Table) -> Nftables<'static> {
+    let mut objs: Vec<NfObject<'static>> = delete_table_cmds(&t.name);
+    objs.push(add(NfListObject::Table(table(&t.name))));
+    objs.push(add(NfListObject::Chain(schema::Chain {
+        family: NfFamily::INet,
+        table: t.name.clone().into(),
+        name: t.marker_chain().into(),
+        ..Default::default()
+    })));
+    for c in &t.chains {
+        objs.push(add(NfListObject::Chain(schema::Chain {
+            family: NfFamily::INet,
+            table: t.name.clone().into(),
+            name: c.name.into(),
+            _type: Some(if c.nat { NfChainType::NAT } else { NfChainType::Filter }),
+            hook: Some(hook(c.hook)),
+            prio: Some(c.priority),
+            policy: Some(if c.policy_drop {
+                NfChainPolicy::Drop
+            } else {
+                NfChainPolicy::Accept
+            }),
+            ..Default::default()
+        })));
+        for r in &c.rules {
+            for expr in rule_exprs(r) {
+                objs.push(add(NfListObject::Rule(schema::Rule {
+                    family: NfFamily::INet,
+                    table: t.name.clone().into(),
+                    chain: c.name.into(),
+                    expr: expr.into(),
+                    handle: None,
+                    index: None,
+                    comment: Some(r.why.clone().into()),
+                })));
+            }
+        }
+    }
+    Nftables { objects: objs.into() }
+}
+
+/// "add table; delete table": deleting is then idempotent in one batch.
+pub fn delete_table_cmds(name: &str) -> Vec<NfObject<'static>> {
+    vec![
+        add(NfListObject::Table(table(name))),
+        NfObject::CmdObject(NfCmd::Delete(NfListObject::Table(table(name)))),
+    ]
+}
+
+fn table(name: &str) -> schema::Table<'static> {
+    schema::Table {
+        family: NfFamily::INet,
+        name: name.to_string().into(),
+        handle: None,
+    }
+}
+
+fn add(o: NfListObject<'static>) -> NfObject<'static> {
+    NfObject::CmdObject(NfCmd::Add(o))
+}
+
+fn hook(h: Hook) -> NfHook {
+    match h {
+        Hook::Input => NfHook::Input,
+        Hook::Output => NfHook::Output,
+        Hook::Forward => NfHook::Forward,
+        Hook::Postrouting => NfHook::Postrouting,
+    }
+}
+
+/// A `Reject` becomes two kernel rules: TCP gets a reset (ECONNREFUSED at
+/// once), everything else ICMP admin-prohibited.
+fn rule_exprs(r: &Rule) -> Vec<Vec<Statement<'static>>> {
+    let conds: Vec<Statement<'static>> = r.when.iter().map(cond).collect();
+    let with = |extra: Option<Statement<'static>>, verdict: Vec<Statement<'static>>| {
+        let mut v = conds.clone();
+        v.extend(extra);
+        v.extend(verdict);
+        v
+    };
+    match r.then {
+        Verdict::Accept => vec![with(None, vec![Statement::Accept(None)])],
+        Verdict::Drop => vec![with(None, vec![Statement::Drop(None)])],
+        Verdict::Masquerade => vec![with(None, vec![Statement::Masquerade(None)])],
+        Verdict::Reject => vec![
+            with(
+                Some(meta_eq(MetaKey::L4proto, "tcp")),
+                vec![
+                    counter(),
+                    Statement::Reject(Some(Reject::new(Some(RejectType::TCPReset), None))),
+                ],
+            ),
+            with(
+                None,
+                vec![
+                    counter(),
+                    Statement::Reject(Some(Reject::new(
+                        Some(RejectType::ICMPX),
+                        Some(RejectCode::AdminProhibited),
+                    ))),
+                ],
+            ),
+        ],
+    }
+}
+
+fn counter() -> Statement<'static> {
+    Statement::Counter(Counter::Anonymous(None))
+}
+
+fn matches(left: Expression<'static>, op: Operator, right: Expression<'static>) -> Statement<'static> {
+    Statement::Match(Match { left, right, op })
+}
+
+fn meta_eq(key: MetaKey, value: &str) -> Statement<'static> {
+    matches(
+        Expression::Named(NamedExpression::Meta(Meta { key })),
+        Operator::EQ,
+        Expression::String(value.to_string().into()),
+    )
+}
+
+fn payload(protocol: &'static str, field: &'static str) -> Expression<'static> {
+    Expression::Named(NamedExpression::Payload(Payload::PayloadField(PayloadField {
+        protocol: Cow::Borrowed(protocol),
+        field: Cow::Borrowed(field),
+    })))
+}
+
+fn net(n: &Ipv4Net) -> Expression<'static> {
+    let addr = Expression::String(n.addr().to_string().into());
+    if n.prefix_len() == 32 {
+        addr
+    } else {
+        Expression::Named(NamedExpression::Prefix(Prefix {
+            addr: Box::new(addr),
+            len: u32::from(n.prefix_len()),
+        }))
+    }
+}
+
+fn nets(ns: &[Ipv4Net]) -> Expression<'static> {
+    match ns {
+        [one] => net(one),
+        _ => Expression::Named(NamedExpression::Set(
+            ns.iter().map(|n| SetItem::Element(net(n))).collect(),
+        )),
+    }
+}
+
+fn ports(ps: &[u16]) -> Expression<'static> {
+    match ps {
+        [one] => Expression::Number(u32::from(*one)),
+        _ => Expression::Named(NamedExpression::Set(
+            ps.iter()
+                .map(|p| SetItem::Element(Expression::Number(u32::from(*p))))
+                .collect(),
+        )),
+    }
+}
+
+fn cond(c: &Cond) -> Statement<'static> {
+    let meta = |key| Expression::Named(NamedExpression::Meta(Meta { key }));
+    let s = |v: &str| Expression::String(v.to_string().into());
+    match c {
+        Cond::InIf(n) => matches(meta(MetaKey::Iifname), Operator::EQ, s(n)),
+        Cond::OutIf(n) => matches(meta(MetaKey::Oifname), Operator::EQ, s(n)),
+        Cond::NotOutIf(n) => matches(meta(MetaKey::Oifname), Operator::NEQ, s(n)),
+        Cond::SrcIp(n) => matches(payload("ip", "saddr"), Operator::EQ, net(n)),
+        Cond::DstIp(ns) => matches(payload("ip", "daddr"), Operator::EQ, nets(ns)),
+        Cond::NotDstIp(ns) => matches(payload("ip", "daddr"), Operator::NEQ, nets(ns)),
+        Cond::Port(proto, ps) => matches(payload(proto.as_str(), "dport"), Operator::EQ, ports(ps)),
+        Cond::Established => matches(
+            Expression::Named(NamedExpression::CT(CT {
+                key: "state".into(),
+                family: None,
+                dir: None,
+            })),
+            Operator::IN,
+            Expression::List(vec![s("established"), s("related")]),
+        ),
+        Cond::Ipv6 => meta_eq(MetaKey::Nfproto, "ipv6"),
+    }
+}
+
+/// nft syntax, as `nft list table` would print it (modulo handles).
+pub fn to_nft_text(t: &Table) -> String {
+    let mut out = format!("table inet {} {{\n\tchain {} {{\n\t}}\n", t.name, t.marker_chain());
+    for c in &t.chains {
+        out.push_str(&chain_text(c));
+    }
+    out.push_str("}\n");
+    out
+}
+
+fn chain_text(c: &Chain) -> String {
+    let kind = if c.nat { "nat" } else { "filter" };
+    let hook = match c.hook {
+        Hook::Input => "input",
+        Hook::Output => "output",
+        Hook::Forward => "forward",
+        Hook::Postrouting => "postrouting",
+    };
+    let policy = if c.policy_drop { "drop" } else { "accept" };
+    let mut out = format!(
+        "\tchain {} {{\n\t\ttype {kind} hook {hook} priority {}; policy {policy};\n",
+        c.name, c.priority
+    );
+    for r in &c.rules {
+        for line in rule_text(r) {
+            out.push_str(&format!("\t\t{line}\n"));
+        }
+    }
+    out.push_str("\t}\n");
+    out
+}
+
+pub fn rule_text(r: &Rule) -> Vec<String> {
+    let conds: Vec<String> = r.when.iter().map(cond_text).collect();
+    let line = |mut parts: Vec<String>, verdict: &str| {
+        parts.retain(|p| !p.is_empty());
+        parts.push(verdict.to_string());
+        parts.push(format!("comment {:?}", r.why));
+        parts.join(" ")
+    };
+    match r.then {
+        Verdict::Accept => vec![line(conds, "accept")],
+        Verdict::Drop => vec![line(conds, "drop")],
+        Verdict::Masquerade => vec![line(conds, "masquerade")],
+        Verdict::Reject => {
+            let mut tcp = conds.clone();
+            tcp.push("meta l4proto tcp".into());
+            vec![
+                line(tcp, "counter reject with tcp reset"),
+                line(conds, "counter reject with icmpx admin-prohibited"),
+            ]
+        }
+    }
+}
+
+fn nets_text(ns: &[Ipv4Net]) -> String {
+    let one = |n: &Ipv4Net| {
+        if n.prefix_len() == 32 {
+            n.addr().to_string()
+        } else {
+            n.to_string()
+        }
+    };
+    match ns {
+        [n] => one(n),
+        _ => format!("{{ {} }}", ns.iter().map(one).collect::<Vec<_>>().join(", ")),
+    }
+}
+
+fn cond_text(c: &Cond) -> String {
+    match c {
+        Cond::InIf(n) => format!("iifname {n:?}"),
+        Cond::OutIf(n) => format!("oifname {n:?}"),
+        Cond::NotOutIf(n) => format!("oifname != {n:?}"),
+        Cond::SrcIp(n) => format!("ip saddr {}", nets_text(std::slice::from_ref(n))),
+        Cond::DstIp(ns) => format!("ip daddr {}", nets_text(ns)),
+        Cond::NotDstIp(ns) => format!("ip daddr != {}", nets_text(ns)),
+        Cond::Port(proto, ps) => {
+            let list = match ps.as_slice() {
+                [p] => p.to_string(),
+                _ => format!("{{ {} }}", ps.iter().map(u16::to_string).collect::<Vec<_>>().join(", ")),
+            };
+            format!("{} dport {list}", proto.as_str())
+        }
+        Cond::Established => "ct state established,related".into(),
+        Cond::Ipv6 => "meta nfproto ipv6".into(),
+    }
+}

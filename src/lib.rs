@@ -1,0 +1,16 @@
+//! `sandbox`: provisions a locked-down home for an AI agent runtime and
+//! removes it again without a trace. See README.md for the operator's view.
+
+pub mod error;
+pub mod sys;
+
+pub use error::{Error, Result};
+pub mod cli;
+pub mod engine;
+pub mod firewall;
+pub mod policy;
+pub mod preflight;
+pub mod run;
+pub mod spec;
+pub mod state;
+pub mod steps;

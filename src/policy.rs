@@ -1,0 +1,322 @@
+//! The egress policy file: a small, human-readable TOML document from which
+//! every firewall rule is generated. Presets live in `policies/<preset>/`
+//! and are compiled into the binary so an air-gapped host needs nothing else.
+
+use std::net::Ipv4Addr;
+use std::path::Path;
+
+use ipnet::Ipv4Net;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+pub const PRESETS: &[(&str, &str)] = &[
+    ("default", include_str!("../policies/default/policy.toml")),
+    ("strict", include_str!("../policies/strict/policy.toml")),
+    ("permissive", include_str!("../policies/permissive/policy.toml")),
+];
+
+/// Ranges that "public" never includes: private, shared, loopback,
+/// link-local (cloud metadata lives at 169.254.169.254), benchmarking,
+/// multicast and reserved space.
+pub const NOT_PUBLIC: &[&str] = &[
+    "0.0.0.0/8",
+    "10.0.0.0/8",
+    "100.64.0.0/10",
+    "127.0.0.0/8",
+    "169.254.0.0/16",
+    "172.16.0.0/12",
+    "192.0.0.0/24",
+    "192.168.0.0/16",
+    "198.18.0.0/15",
+    "224.0.0.0/4",
+    "240.0.0.0/4",
+];
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    /// One line for humans; shown in plans.
+    pub description: String,
+    #[serde(default)]
+    pub sidecar: Sidecar,
+    #[serde(default)]
+    pub dns: Dns,
+    #[serde(default, rename = "destination")]
+    pub destinations: Vec<Destination>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sidecar {
+    /// DefenseClaw gateway API on the host IP.
+    #[serde(default = "default_gateway_port")]
+    pub gateway_port: Port,
+    /// DefenseClaw guardrail proxy on the host IP.
+    #[serde(default = "default_guardrail_port")]
+    pub guardrail_port: Port,
+}
+
+impl Default for Sidecar {
+    fn default() -> Self {
+        Sidecar {
+            gateway_port: default_gateway_port(),
+            guardrail_port: default_guardrail_port(),
+        }
+    }
+}
+
+fn default_gateway_port() -> Port {
+    Port(18970)
+}
+
+fn default_guardrail_port() -> Port {
+    Port(4000)
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Dns {
+    /// DNS (UDP and TCP 53) to the `--dns` resolvers, and nowhere else.
+    #[serde(default)]
+    pub allow: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Destination {
+    /// An IPv4 CIDR, or `public` for every address outside [`NOT_PUBLIC`].
+    pub to: Target,
+    pub protocol: Protocol,
+    pub ports: Vec<Port>,
+    /// Why this way out exists; shown in plans and nft comments.
+    pub why: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    Tcp,
+    Udp,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct Port(pub u16);
+
+impl<'de> Deserialize<'de> for Port {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let n = i64::deserialize(d)?;
+        match u16::try_from(n) {
+            Ok(p) if p > 0 => Ok(Port(p)),
+            _ => Err(serde::de::Error::custom(format!(
+                "port {n} is out of range: use 1-65535"
+            ))),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    Public,
+    Net(Ipv4Net),
+}
+
+impl Serialize for Target {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        match self {
+            Target::Public => s.serialize_str("public"),
+            Target::Net(n) => s.serialize_str(&n.to_string()),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Target {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        if s == "public" {
+            return Ok(Target::Public);
+        }
+        let net = match s.parse::<Ipv4Net>() {
+            Ok(n) => n,
+            Err(_) => match s.parse::<Ipv4Addr>() {
+                Ok(a) => Ipv4Net::from(a),
+                Err(_) => {
+                    return Err(serde::de::Error::custom(format!(
+                        "{s:?} is not an IPv4 CIDR (like 203.0.113.0/24) or `public`; IPv6 is closed in the sandbox"
+                    )))
+                }
+            },
+        };
+        if net.network() != net.addr() {
+            return Err(serde::de::Error::custom(format!(
+                "{s} has host bits set: did you mean {}?",
+                net.trunc()
+            )));
+        }
+        Ok(Target::Net(net))
+    }
+}
+
+impl Policy {
+    /// Resolve `--policy`: a preset name, or a path to a policy file.
+    pub fn load(arg: &str) -> Result<(String, Policy)> {
+        if let Some((name, text)) = PRESETS.iter().find(|(n, _)| *n == arg) {
+            return Ok((name.to_string(), Policy::parse(text, &format!("preset {name}"))?));
+        }
+        let looks_like_path = arg.contains('/') || arg.ends_with(".toml");
+        if !looks_like_path {
+            let names: Vec<&str> = PRESETS.iter().map(|(n, _)| *n).collect();
+            return Err(Error::input(
+                format!("--policy {arg}"),
+                "unknown preset",
+                format!(
+                    "use one of {} or a path to a policy file (e.g. ./my-policy.toml)",
+                    names.join(", ")
+                ),
+            ));
+        }
+        let path = Path::new(arg);
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Error::input(
+                format!("--policy {arg}"),
+                format!("cannot read the policy file: {e}"),
+                "give a readable file, or a preset: default, strict, permissive",
+            )
+        })?;
+        Ok((arg.to_string(), Policy::parse(&text, arg)?))
+    }
+
+    /// Parse and check a policy document. `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Policy> {
+        let policy: Policy = toml::from_str(text).map_err(|e| {
+            let (line, col) = e.span().map(|s| line_col(text, s.start)).unwrap_or((0, 0));
+            Error::input(
+                format!("policy {origin}, line {line}, column {col}"),
+                e.message().to_string(),
+                "fix that field (see policies/default/policy.toml for the format)",
+            )
+        })?;
+        policy.check(origin)?;
+        Ok(policy)
+    }
+
+    fn check(&self, origin: &str) -> Result<()> {
+        if self.sidecar.gateway_port == self.sidecar.guardrail_port {
+            return Err(Error::input(
+                format!("policy {origin}: [sidecar]"),
+                format!(
+                    "gateway_port and guardrail_port are both {}",
+                    self.sidecar.gateway_port.0
+                ),
+                "give the gateway API and the guardrail proxy different ports",
+            ));
+        }
+        for (i, d) in self.destinations.iter().enumerate() {
+            let what = format!("policy {origin}: destination #{}", i + 1);
+            if d.ports.is_empty() {
+                return Err(Error::input(
+                    what,
+                    "ports is empty",
+                    "list at least one port, e.g. ports = [443]",
+                ));
+            }
+            if d.why.trim().is_empty() {
+                return Err(Error::input(
+                    what,
+                    "why is empty",
+                    "say why this way out is needed; it shows in plans and rules",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rfind('\n').map_or(before.len(), |p| before.len() - p - 1) + 1;
+    (line, col)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn presets_parse_and_nest() {
+        let (_, strict) = Policy::load("strict").expect("strict");
+        let (_, default) = Policy::load("default").expect("default");
+        let (_, permissive) = Policy::load("permissive").expect("permissive");
+        assert!(!strict.dns.allow && strict.destinations.is_empty());
+        assert!(default.dns.allow && default.destinations.is_empty());
+        assert!(permissive.dns.allow);
+        assert_eq!(permissive.destinations.len(), 1);
+        assert_eq!(permissive.destinations[0].to, Target::Public);
+        assert_eq!(permissive.destinations[0].ports, vec![Port(80), Port(443)]);
+        for p in [&strict, &default, &permissive] {
+            assert_eq!(p.sidecar, Sidecar::default());
+        }
+    }
+
+    #[test]
+    fn unknown_preset_names_the_choices() {
+        let e = Policy::load("paranoid").expect_err("unknown preset");
+        let msg = e.to_string();
+        assert!(msg.contains("unknown preset") && msg.contains("strict"), "{msg}");
+        assert_eq!(e.exit_code(), 2);
+    }
+
+    #[test]
+    fn malformed_file_names_line_and_field() {
+        let text = "description = \"x\"\n\n[[destination]]\nto = \"10.0.0.0/8\"\nprotocol = \"tcp\"\nports = [70000]\nwhy = \"y\"\n";
+        let msg = Policy::parse(text, "f.toml").expect_err("bad port").to_string();
+        assert!(msg.contains("f.toml, line 6"), "{msg}");
+        assert!(msg.contains("70000"), "{msg}");
+    }
+
+    #[test]
+    fn bad_fields_are_refused() {
+        let cases = [
+            ("description = \"x\"\nbogus = 1\n", "bogus"),
+            ("description = \"x\"\n[[destination]]\nto = \"10.1.2.3/8\"\nprotocol = \"tcp\"\nports = [1]\nwhy = \"y\"\n", "host bits"),
+            ("description = \"x\"\n[[destination]]\nto = \"fe80::/10\"\nprotocol = \"tcp\"\nports = [1]\nwhy = \"y\"\n", "IPv6"),
+            ("description = \"x\"\n[[destination]]\nto = \"public\"\nprotocol = \"icmp\"\nports = [1]\nwhy = \"y\"\n", "icmp"),
+            ("description = \"x\"\n[[destination]]\nto = \"public\"\nprotocol = \"tcp\"\nports = []\nwhy = \"y\"\n", "ports is empty"),
+            ("description = \"x\"\n[sidecar]\ngateway_port = 4000\n", "both 4000"),
+            ("description = \"x\"\n[sidecar]\ngateway_port = 0\n", "out of range"),
+            ("[dns]\nallow = true\n", "description"),
+        ];
+        for (text, needle) in cases {
+            let msg = Policy::parse(text, "t").expect_err(needle).to_string();
+            assert!(msg.contains(needle), "{needle}: {msg}");
+        }
+    }
+
+    #[test]
+    fn custom_file_adds_destinations() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("mine.toml");
+        std::fs::write(
+            &path,
+            "description = \"mirror\"\n[dns]\nallow = true\n[[destination]]\nto = \"198.51.100.7\"\nprotocol = \"udp\"\nports = [123]\nwhy = \"ntp\"\n",
+        )
+        .expect("write");
+        let (name, p) = Policy::load(path.to_str().expect("utf8")).expect("load");
+        assert!(name.ends_with("mine.toml"));
+        assert_eq!(
+            p.destinations[0].to,
+            Target::Net("198.51.100.7/32".parse().expect("net"))
+        );
+        assert_eq!(p.destinations[0].protocol, Protocol::Udp);
+    }
+}

@@ -1,0 +1,159 @@
+//! `sandbox setup` and `sandbox setup --disable`, start to end: validate,
+//! preflight, confirm, lock, run the steps, report.
+
+use std::io::{BufRead, IsTerminal, Write};
+
+use crate::cli::SetupArgs;
+use crate::engine::{self, Outcome};
+use crate::error::{Error, Result};
+use crate::preflight;
+use crate::spec::{self, Spec};
+use crate::state::Store;
+use crate::steps;
+
+pub fn setup(args: &SetupArgs) -> Result<()> {
+    if args.disable {
+        return disable(args);
+    }
+    let spec = Spec::from_args(args)?;
+    let steps = steps::all();
+    let previous = Store::peek(&spec.root, &spec.name)?;
+    if args.dry_run {
+        return dry_run(&spec, &steps, previous.as_ref());
+    }
+    let problems = preflight::for_setup(&spec, previous.as_ref());
+    if !problems.is_empty() {
+        return Err(Error::Preflight { problems });
+    }
+    if !args.non_interactive {
+        let plan = engine::plan_all(&steps, &spec, previous.as_ref());
+        print_plan(&spec, &plan);
+        if plan.iter().all(|o| !o.changed()) {
+            println!("nothing to change: sandbox {} is in place", spec.name);
+            return Ok(());
+        }
+        confirm("Apply these changes?")?;
+    }
+    let (store, mut state) = Store::open(&spec.root, &spec.name)?;
+    println!(
+        "sandbox {}: setup (policy {}, root {})",
+        spec.name,
+        spec.policy_name,
+        spec.root.0.display()
+    );
+    let done = engine::apply_all(&steps, &spec, &store, &mut state, &mut progress)?;
+    let changed = done.iter().filter(|o| o.changed()).count();
+    if changed == 0 {
+        println!("nothing changed: all {} steps were already in place", done.len());
+    } else {
+        println!("done: {changed} of {} steps changed", done.len());
+    }
+    Ok(())
+}
+
+fn disable(args: &SetupArgs) -> Result<()> {
+    let (name, root) = spec::disable_target(args)?;
+    let steps = steps::all();
+    let Some(previous) = Store::peek(&root, &name)? else {
+        println!(
+            "sandbox {name}: no state record under {}: nothing to disable",
+            root.state_dir(&name).display()
+        );
+        return Ok(());
+    };
+    if args.dry_run {
+        println!("sandbox {name}: --disable would revert, in this order:");
+        for step in steps.iter().rev().filter(|s| previous.get(s.id()).is_some()) {
+            println!("  {:<14} revert", step.id());
+        }
+        return Ok(());
+    }
+    let problems = preflight::privileges();
+    if !problems.is_empty() {
+        return Err(Error::Preflight { problems });
+    }
+    if !args.non_interactive {
+        let ids: Vec<&str> = steps
+            .iter()
+            .rev()
+            .map(|s| s.id())
+            .filter(|id| previous.get(id).is_some())
+            .collect();
+        println!("sandbox {name}: --disable reverts {}", ids.join(", "));
+        confirm("Take the sandbox away?")?;
+    }
+    let (store, mut state) = Store::open(&root, &name)?;
+    println!("sandbox {name}: disable (root {})", root.0.display());
+    let done = engine::revert_all(&steps, &root, &store, &mut state, &mut progress)?;
+    store.remove(&state)?;
+    println!("done: {} steps reverted; nothing of sandbox {name} is left", done.len());
+    Ok(())
+}
+
+fn dry_run(spec: &Spec, steps: &[Box<dyn engine::Step>], previous: Option<&crate::state::State>) -> Result<()> {
+    let plan = engine::plan_all(steps, spec, previous);
+    print_plan(spec, &plan);
+    if plan.iter().all(|o| !o.changed()) {
+        println!("nothing to change");
+    }
+    // Say now what would stop the real run, without failing the plan.
+    for p in preflight::for_setup(spec, previous) {
+        println!("preflight: {}", p.to_string().replace('\n', "\n  "));
+    }
+    println!("(dry run: nothing was changed)");
+    Ok(())
+}
+
+fn print_plan(spec: &Spec, plan: &[Outcome]) {
+    println!(
+        "sandbox {}: plan (policy {}: {}; root {})",
+        spec.name,
+        spec.policy_name,
+        spec.policy.description,
+        spec.root.0.display()
+    );
+    for o in plan {
+        if o.changes.is_empty() {
+            println!("  {:<14} in place", o.step);
+        }
+        for c in &o.changes {
+            println!("  {:<14} {c}", o.step);
+        }
+    }
+}
+
+fn progress(o: &Outcome) {
+    if o.changes.is_empty() {
+        println!("  {:<14} unchanged", o.step);
+    }
+    for c in &o.changes {
+        println!("  {:<14} {c}", o.step);
+    }
+}
+
+fn confirm(question: &str) -> Result<()> {
+    let stdin = std::io::stdin();
+    if !stdin.is_terminal() {
+        return Err(Error::input(
+            "confirmation",
+            "standard input is not a terminal, so nobody can answer",
+            "pass --non-interactive to run without asking",
+        ));
+    }
+    print!("{question} [y/N] ");
+    let _ = std::io::stdout().flush();
+    let mut answer = String::new();
+    stdin
+        .lock()
+        .read_line(&mut answer)
+        .map_err(|e| Error::io("read answer", "stdin", e))?;
+    if matches!(answer.trim(), "y" | "Y" | "yes") {
+        Ok(())
+    } else {
+        Err(Error::input(
+            "confirmation",
+            "not confirmed",
+            "answer y to proceed, or pass --non-interactive",
+        ))
+    }
+}

@@ -1,0 +1,441 @@
+//! CLI flags + policy file -> one validated `Spec`. Everything the steps
+//! need is decided here, before anything on the host changes; every object
+//! name derives from `--name` so several sandboxes can share a host.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
+
+use ipnet::Ipv4Net;
+use serde::{Deserialize, Serialize};
+
+use crate::cli::SetupArgs;
+use crate::error::{Error, Result};
+use crate::policy::Policy;
+
+/// Longest `--name`: the host veth is `<name>0` and Linux caps interface
+/// names at 15 bytes (IFNAMSIZ - 1).
+pub const MAX_NAME: usize = 14;
+/// Largest subnet we put on the veth pair: anything wider is a typo and
+/// would shadow routes the host may need.
+pub const WIDEST_PREFIX: u8 = 24;
+/// Name of the veth peer inside the sandbox's namespace.
+pub const PEER_NAME: &str = "eth0";
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Spec {
+    pub name: String,
+    pub root: Root,
+    pub net: NetSpec,
+    pub policy_name: String,
+    pub policy: Policy,
+    pub dns: Vec<Ipv4Addr>,
+    pub dns_from_host: bool,
+    pub sandbox_home: PathBuf,
+    pub openclaw_port: u16,
+    pub auto_pair: bool,
+    pub host_networking: bool,
+    pub guardrail: bool,
+    pub systemd: bool,
+}
+
+/// The network objects' names and addresses.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetSpec {
+    pub netns: String,
+    pub host_if: String,
+    pub peer_if: String,
+    pub host_ip: Ipv4Addr,
+    pub sandbox_ip: Ipv4Addr,
+    pub prefix: u8,
+    /// nft table name, the same inside the netns and on the host.
+    pub table: String,
+}
+
+impl NetSpec {
+    pub fn subnet(&self) -> Ipv4Net {
+        Ipv4Net::new(self.host_ip, self.prefix)
+            .map(|n| n.trunc())
+            .unwrap_or_else(|_| Ipv4Net::from(self.host_ip))
+    }
+}
+
+/// `--root`: every file path the tool touches is taken under it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Root(pub PathBuf);
+
+impl Root {
+    /// `/etc/x` -> `<root>/etc/x`.
+    pub fn path(&self, abs: impl AsRef<Path>) -> PathBuf {
+        let rel = abs.as_ref().strip_prefix("/").unwrap_or(abs.as_ref());
+        self.0.join(rel)
+    }
+
+    pub fn state_dir(&self, name: &str) -> PathBuf {
+        self.path(format!("/var/lib/sandbox/{name}"))
+    }
+
+    pub fn netns_dir(&self) -> PathBuf {
+        self.path("/run/netns")
+    }
+
+    pub fn netns_path(&self, netns: &str) -> PathBuf {
+        self.netns_dir().join(netns)
+    }
+}
+
+/// The parts of the spec that `--disable` needs: it must work with nothing
+/// but `--name` and `--root`, whatever flags setup was given.
+pub fn disable_target(args: &SetupArgs) -> Result<(String, Root)> {
+    Ok((check_name(&args.name)?, check_root(&args.root)?))
+}
+
+impl Spec {
+    pub fn from_args(args: &SetupArgs) -> Result<Spec> {
+        let name = check_name(&args.name)?;
+        let root = check_root(&args.root)?;
+        let host_ip = parse_ip("--host-ip", &args.host_ip)?;
+        let sandbox_ip = parse_ip("--sandbox-ip", &args.sandbox_ip)?;
+        let prefix = shared_prefix(host_ip, sandbox_ip)?;
+        let openclaw_port = parse_port("--openclaw-port", &args.openclaw_port)?;
+        let (policy_name, policy) = Policy::load(&args.policy)?;
+        let (dns, dns_from_host) = parse_dns(&args.dns, &root)?;
+        let sandbox_home = check_home(&args.sandbox_home)?;
+        let net = NetSpec {
+            netns: format!("{name}0"),
+            host_if: format!("{name}0"),
+            peer_if: PEER_NAME.to_string(),
+            host_ip,
+            sandbox_ip,
+            prefix,
+            table: format!("sandbox_{name}"),
+        };
+        Ok(Spec {
+            name,
+            root,
+            net,
+            policy_name,
+            policy,
+            dns,
+            dns_from_host,
+            sandbox_home,
+            openclaw_port,
+            auto_pair: !args.no_auto_pair,
+            host_networking: !args.no_host_networking,
+            guardrail: !args.no_guardrail,
+            systemd: !args.no_systemd,
+        })
+    }
+
+    /// Whether anything leaves the host through it (DNS or policy
+    /// destinations): only then does the host forward for the sandbox.
+    pub fn forwards(&self) -> bool {
+        (self.policy.dns.allow && !self.dns.is_empty()) || !self.policy.destinations.is_empty()
+    }
+}
+
+fn check_name(name: &str) -> Result<String> {
+    let fix = "use 1-14 characters: lowercase letters, digits, '-' or '_', starting with a letter (e.g. --name ci3)";
+    if name.is_empty() || name.len() > MAX_NAME {
+        return Err(Error::input(
+            format!("--name {name:?}"),
+            format!(
+                "{} characters: the host interface `{name}0` must fit the kernel's 15-character limit",
+                name.len()
+            ),
+            fix,
+        ));
+    }
+    let mut chars = name.chars();
+    let first_ok = chars.next().is_some_and(|c| c.is_ascii_lowercase());
+    if !first_ok || !chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_') {
+        return Err(Error::input(
+            format!("--name {name:?}"),
+            "not a valid user, interface and table name",
+            fix,
+        ));
+    }
+    Ok(name.to_string())
+}
+
+fn check_root(root: &Path) -> Result<Root> {
+    if !root.is_absolute() {
+        return Err(Error::input(
+            format!("--root {}", root.display()),
+            "not an absolute path",
+            "give an absolute directory, e.g. --root /tmp/tree",
+        ));
+    }
+    match std::fs::metadata(root) {
+        Ok(m) if m.is_dir() => Ok(Root(root.to_path_buf())),
+        _ => Err(Error::input(
+            format!("--root {}", root.display()),
+            "not an existing directory",
+            "create it first, or leave --root out to work on /",
+        )),
+    }
+}
+
+fn check_home(home: &Path) -> Result<PathBuf> {
+    let bad = !home.is_absolute()
+        || home == Path::new("/")
+        || home.components().any(|c| matches!(c, std::path::Component::ParentDir));
+    if bad {
+        return Err(Error::input(
+            format!("--sandbox-home {}", home.display()),
+            "must be an absolute path below / without `..`",
+            "e.g. --sandbox-home /home/sandbox",
+        ));
+    }
+    Ok(home.to_path_buf())
+}
+
+fn parse_ip(flag: &str, s: &str) -> Result<Ipv4Addr> {
+    let ip: IpAddr = s.trim().parse().map_err(|_| {
+        Error::input(
+            format!("{flag} {s:?}"),
+            "not an IPv4 address",
+            format!("e.g. {flag} 10.200.0.1"),
+        )
+    })?;
+    let IpAddr::V4(ip) = ip else {
+        return Err(Error::input(
+            format!("{flag} {s}"),
+            "IPv6 is closed in the sandbox",
+            "give an IPv4 address",
+        ));
+    };
+    let why = if ip.is_loopback() {
+        Some("a loopback address")
+    } else if ip.is_unspecified() {
+        Some("the unspecified address")
+    } else if ip.is_multicast() || ip.is_broadcast() || ip.octets()[0] >= 240 {
+        Some("a multicast or reserved address")
+    } else if ip.is_link_local() {
+        Some("a link-local address (cloud metadata lives there)")
+    } else {
+        None
+    };
+    match why {
+        Some(why) => Err(Error::input(
+            format!("{flag} {ip}"),
+            format!("{why} cannot be used on the veth pair"),
+            "pick two addresses in a free private range, e.g. 10.200.0.1 and 10.200.0.2",
+        )),
+        None => Ok(ip),
+    }
+}
+
+/// The narrowest subnet (/30 at most, /24 at least) in which both addresses
+/// are usable host addresses.
+fn shared_prefix(host: Ipv4Addr, sandbox: Ipv4Addr) -> Result<u8> {
+    if host == sandbox {
+        return Err(Error::input(
+            format!("--host-ip {host} --sandbox-ip {sandbox}"),
+            "the two ends of the veth pair need different addresses",
+            "e.g. --host-ip 10.200.0.1 --sandbox-ip 10.200.0.2",
+        ));
+    }
+    for prefix in (WIDEST_PREFIX..=30).rev() {
+        let Ok(net) = Ipv4Net::new(host, prefix) else { continue };
+        let usable = |ip: Ipv4Addr| net.contains(&ip) && ip != net.network() && ip != net.broadcast();
+        if usable(host) && usable(sandbox) {
+            return Ok(prefix);
+        }
+    }
+    Err(Error::input(
+        format!("--host-ip {host} --sandbox-ip {sandbox}"),
+        format!("not usable host addresses of one subnet of /{WIDEST_PREFIX} or smaller"),
+        "pick two neighbours such as 10.200.0.1 and 10.200.0.2",
+    ))
+}
+
+fn parse_port(flag: &str, s: &str) -> Result<u16> {
+    match s.trim().parse::<u16>() {
+        Ok(p) if p > 0 => Ok(p),
+        _ => Err(Error::input(
+            format!("{flag} {s:?}"),
+            "not a port number",
+            "use 1-65535",
+        )),
+    }
+}
+
+fn parse_dns(s: &str, root: &Root) -> Result<(Vec<Ipv4Addr>, bool)> {
+    if s.trim() == "host" {
+        return host_resolvers(root).map(|v| (v, true));
+    }
+    let mut out = Vec::new();
+    for item in s.split(',') {
+        let item = item.trim();
+        let fix = "give IPv4 resolvers separated by commas (e.g. --dns 9.9.9.9,1.1.1.1), or --dns host";
+        let ip: IpAddr = item
+            .parse()
+            .map_err(|_| Error::input(format!("--dns {s:?}"), format!("{item:?} is not an IP address"), fix))?;
+        let IpAddr::V4(ip) = ip else {
+            return Err(Error::input(
+                format!("--dns {s}"),
+                format!("{item} is IPv6, and IPv6 is closed in the sandbox"),
+                fix,
+            ));
+        };
+        if ip.is_loopback() || ip.is_unspecified() || ip.is_multicast() || ip.is_broadcast() {
+            return Err(Error::input(
+                format!("--dns {s}"),
+                format!("{ip} cannot be reached from the sandbox's namespace"),
+                fix,
+            ));
+        }
+        if out.contains(&ip) {
+            return Err(Error::input(format!("--dns {s}"), format!("{ip} is listed twice"), fix));
+        }
+        out.push(ip);
+    }
+    Ok((out, false))
+}
+
+/// The host's upstream resolvers. A loopback stub (systemd-resolved's
+/// 127.0.0.53, dnsmasq on 127.0.0.1) is unreachable from the sandbox, so
+/// look behind it at resolved's upstream list.
+fn host_resolvers(root: &Root) -> Result<Vec<Ipv4Addr>> {
+    let candidates = ["/etc/resolv.conf", "/run/systemd/resolve/resolv.conf"];
+    for file in candidates {
+        let Ok(text) = std::fs::read_to_string(root.path(file)) else {
+            continue;
+        };
+        let found: Vec<Ipv4Addr> = nameservers(&text)
+            .into_iter()
+            .filter(|ip| !ip.is_loopback() && !ip.is_unspecified())
+            .collect();
+        if !found.is_empty() {
+            return Ok(found);
+        }
+    }
+    Err(Error::input(
+        "--dns host",
+        format!("no non-loopback IPv4 nameserver in {}", candidates.join(" or ")),
+        "list the resolvers explicitly, e.g. --dns 10.0.0.53",
+    ))
+}
+
+fn nameservers(resolv_conf: &str) -> Vec<Ipv4Addr> {
+    let mut out = Vec::new();
+    for line in resolv_conf.lines() {
+        let mut words = line.split_whitespace();
+        if words.next() != Some("nameserver") {
+            continue;
+        }
+        if let Some(Ok(ip)) = words.next().map(str::parse::<Ipv4Addr>) {
+            if !out.contains(&ip) {
+                out.push(ip);
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn args(extra: &[&str]) -> SetupArgs {
+        let mut argv = vec!["sandbox", "setup"];
+        argv.extend_from_slice(extra);
+        match crate::cli::Cli::parse_from(argv).command {
+            crate::cli::Command::Setup(a) => a,
+        }
+    }
+
+    fn err(extra: &[&str]) -> String {
+        let e = Spec::from_args(&args(extra)).expect_err("should be refused");
+        assert_eq!(e.exit_code(), 2, "input errors exit 2: {e}");
+        e.to_string()
+    }
+
+    #[test]
+    fn defaults_make_a_valid_spec() {
+        let s = Spec::from_args(&args(&[])).expect("defaults");
+        assert_eq!(s.net.netns, "sandbox0");
+        assert_eq!(s.net.host_if, "sandbox0");
+        assert_eq!(s.net.table, "sandbox_sandbox");
+        assert_eq!(s.net.prefix, 30);
+        assert_eq!(s.net.subnet().to_string(), "10.200.0.0/30");
+        assert_eq!(s.dns, vec![Ipv4Addr::new(8, 8, 8, 8), Ipv4Addr::new(1, 1, 1, 1)]);
+        assert_eq!(s.policy_name, "permissive");
+        assert_eq!(s.openclaw_port, 18789);
+        assert!(s.auto_pair && s.host_networking && s.guardrail && s.systemd);
+        assert!(s.forwards());
+    }
+
+    #[test]
+    fn names_derive_from_name() {
+        let s = Spec::from_args(&args(&["--name", "ci3"])).expect("ci3");
+        assert_eq!((s.net.netns.as_str(), s.net.table.as_str()), ("ci30", "sandbox_ci3"));
+        assert_eq!(s.root.state_dir("ci3"), PathBuf::from("/var/lib/sandbox/ci3"));
+    }
+
+    #[test]
+    fn strict_does_not_forward() {
+        let s = Spec::from_args(&args(&["--policy", "strict"])).expect("strict");
+        assert!(!s.forwards());
+    }
+
+    #[test]
+    fn bad_inputs_are_refused_with_a_fix() {
+        let cases: &[(&[&str], &str)] = &[
+            (&["--sandbox-ip", "10.200.0.300"], "not an IPv4 address"),
+            (&["--host-ip", "fe80::1"], "IPv6"),
+            (&["--host-ip", "10.200.0.2"], "different addresses"),
+            (&["--host-ip", "10.201.0.1"], "one subnet"),
+            (&["--host-ip", "10.200.0.0"], "one subnet"),
+            (&["--host-ip", "127.0.0.1", "--sandbox-ip", "127.0.0.2"], "loopback"),
+            (
+                &["--host-ip", "169.254.0.1", "--sandbox-ip", "169.254.0.2"],
+                "link-local",
+            ),
+            (&["--host-ip", "224.0.0.1"], "multicast"),
+            (&["--openclaw-port", "0"], "not a port"),
+            (&["--openclaw-port", "65536"], "not a port"),
+            (&["--openclaw-port", "http"], "not a port"),
+            (&["--dns", "8.8.8.8,,1.1.1.1"], "not an IP"),
+            (&["--dns", "dns.google"], "not an IP"),
+            (&["--dns", "2001:4860:4860::8888"], "IPv6"),
+            (&["--dns", "127.0.0.53"], "cannot be reached"),
+            (&["--dns", "1.1.1.1,1.1.1.1"], "twice"),
+            (&["--name", "averyveryverylongname"], "15-character"),
+            (&["--name", "Bad.Name"], "not a valid"),
+            (&["--name", ""], "15-character"),
+            (&["--policy", "paranoid"], "unknown preset"),
+            (&["--policy", "/nonexistent/p.toml"], "cannot read"),
+            (&["--sandbox-home", "relative/home"], "absolute"),
+            (&["--sandbox-home", "/"], "absolute path below"),
+            (&["--root", "/nonexistent-root"], "not an existing directory"),
+            (&["--root", "relative"], "absolute"),
+        ];
+        for (flags, needle) in cases {
+            let msg = err(flags);
+            assert!(msg.contains(needle), "{flags:?}: expected {needle:?} in {msg}");
+            assert!(msg.contains("fix:"), "{flags:?}: no fix in {msg}");
+        }
+    }
+
+    #[test]
+    fn dns_host_skips_the_loopback_stub() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = Root(dir.path().to_path_buf());
+        std::fs::create_dir_all(root.path("/etc")).expect("etc");
+        std::fs::create_dir_all(root.path("/run/systemd/resolve")).expect("run");
+        std::fs::write(root.path("/etc/resolv.conf"), "nameserver 127.0.0.53\noptions edns0\n").expect("w");
+        std::fs::write(
+            root.path("/run/systemd/resolve/resolv.conf"),
+            "# upstream\nnameserver 192.0.2.53\nnameserver 2001:db8::53\nnameserver 192.0.2.54\n",
+        )
+        .expect("w");
+        let got = host_resolvers(&root).expect("found");
+        assert_eq!(got, vec![Ipv4Addr::new(192, 0, 2, 53), Ipv4Addr::new(192, 0, 2, 54)]);
+
+        std::fs::remove_file(root.path("/run/systemd/resolve/resolv.conf")).expect("rm");
+        let msg = host_resolvers(&root).expect_err("only a stub").to_string();
+        assert!(msg.contains("--dns"), "{msg}");
+    }
+}

@@ -1,0 +1,194 @@
+//! The state record under `<root>/var/lib/sandbox/<name>/`: what was
+//! applied and what is needed to undo it. Written atomically after every
+//! change, under an exclusive lock, so an interrupted run can be resumed
+//! or undone and two runs on one name never interleave.
+
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+use crate::spec::Root;
+use crate::sys::files;
+
+const VERSION: u32 = 1;
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct State {
+    pub version: u32,
+    pub name: String,
+    /// Directories made to hold this record; removed (if empty) when the
+    /// last step is reverted.
+    pub created_dirs: Vec<PathBuf>,
+    pub steps: Vec<StepRecord>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StepRecord {
+    pub id: String,
+    /// False while the step is under way: a crash leaves it false, and
+    /// `--disable` reverts it all the same (reverts are idempotent).
+    pub done: bool,
+    pub data: Value,
+}
+
+impl State {
+    pub fn get(&self, id: &str) -> Option<&StepRecord> {
+        self.steps.iter().find(|r| r.id == id)
+    }
+
+    pub fn put(&mut self, id: &str, done: bool, data: Value) {
+        match self.steps.iter_mut().find(|r| r.id == id) {
+            Some(r) => {
+                r.done = done;
+                r.data = data;
+            }
+            None => self.steps.push(StepRecord {
+                id: id.into(),
+                done,
+                data,
+            }),
+        }
+    }
+
+    pub fn remove(&mut self, id: &str) {
+        self.steps.retain(|r| r.id != id);
+    }
+}
+
+/// The record's home, held under an exclusive `flock` for the life of
+/// the value. Dropping it releases the lock.
+pub struct Store {
+    dir: PathBuf,
+    _lock: nix::fcntl::Flock<File>,
+}
+
+impl Store {
+    pub fn file(&self) -> PathBuf {
+        self.dir.join("state.json")
+    }
+
+    /// Lock the record of `name`, creating its directory if needed.
+    pub fn open(root: &Root, name: &str) -> Result<(Store, State)> {
+        let dir = root.state_dir(name);
+        let created = files::create_dirs(&dir, 0o700)?;
+        let lock_path = dir.join("lock");
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| Error::io("open lock", &lock_path, e))?;
+        match nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => {
+                let store = Store { dir, _lock: lock };
+                let mut state = store.load()?.unwrap_or_else(|| State {
+                    version: VERSION,
+                    name: name.into(),
+                    ..State::default()
+                });
+                for d in created {
+                    if !state.created_dirs.contains(&d) {
+                        state.created_dirs.push(d);
+                    }
+                }
+                Ok((store, state))
+            }
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) => Err(Error::Locked {
+                name: name.into(),
+                path: lock_path,
+            }),
+            Err((_, e)) => Err(Error::io("lock", lock_path, e.into())),
+        }
+    }
+
+    /// Read the record without locking, for plans.
+    pub fn peek(root: &Root, name: &str) -> Result<Option<State>> {
+        read(&root.state_dir(name).join("state.json"))
+    }
+
+    fn load(&self) -> Result<Option<State>> {
+        read(&self.file())
+    }
+
+    pub fn save(&self, state: &State) -> Result<()> {
+        let json = serde_json::to_vec_pretty(state).map_err(|e| Error::State {
+            path: self.file(),
+            cause: e.to_string(),
+            fix: "report this as a bug".into(),
+        })?;
+        files::write_atomic(&self.file(), &json, 0o600)
+    }
+
+    /// Everything is reverted: remove the record, the lock and the
+    /// directories made for them.
+    pub fn remove(self, state: &State) -> Result<()> {
+        for f in [self.file(), self.dir.join("lock")] {
+            match std::fs::remove_file(&f) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io("remove", f, e)),
+            }
+        }
+        files::remove_dirs(&state.created_dirs)
+    }
+}
+
+fn read(path: &Path) -> Result<Option<State>> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io("read", path, e)),
+    };
+    let state: State = serde_json::from_slice(&bytes).map_err(|e| Error::State {
+        path: path.into(),
+        cause: format!("unreadable: {e}"),
+        fix: "restore it from a backup, or move it away and run `sandbox setup --disable` to clean up by name".into(),
+    })?;
+    if state.version != VERSION {
+        return Err(Error::State {
+            path: path.into(),
+            cause: format!("version {} is not the {VERSION} this binary writes", state.version),
+            fix: "use the sandbox binary that wrote it to run --disable".into(),
+        });
+    }
+    Ok(Some(state))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn second_open_on_one_name_is_refused_other_names_are_not() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let root = Root(d.path().into());
+        let (a, mut st) = Store::open(&root, "one").expect("first");
+        st.put("netns", true, serde_json::json!({"x": 1}));
+        a.save(&st).expect("save");
+        let e = Store::open(&root, "one").err().expect("locked");
+        assert_eq!(e.exit_code(), 4, "{e}");
+        assert!(e.to_string().contains("another `sandbox` run"), "{e}");
+        let _b = Store::open(&root, "two").expect("other names do not block");
+        drop(a);
+        let (c, st2) = Store::open(&root, "one").expect("free again");
+        assert_eq!(st2.get("netns").map(|r| r.done), Some(true));
+        c.remove(&st2).expect("remove");
+        assert!(!root.state_dir("one").exists());
+    }
+
+    #[test]
+    fn corrupt_record_names_file_and_fix() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let root = Root(d.path().into());
+        std::fs::create_dir_all(root.state_dir("x")).expect("mkdir");
+        std::fs::write(root.state_dir("x").join("state.json"), "{not json").expect("w");
+        let e = Store::peek(&root, "x").expect_err("corrupt");
+        assert!(
+            e.to_string().contains("state.json") && e.to_string().contains("fix:"),
+            "{e}"
+        );
+    }
+}

@@ -1,0 +1,189 @@
+//! The sandbox's DNS files: `/etc/netns/<netns>/resolv.conf` and an
+//! nsswitch.conf with `hosts: files dns`, so lookups go to the listed
+//! resolvers over the sandbox's own network and never over unix sockets
+//! to a host resolver (systemd-resolved, nscd) that would bypass it.
+//! `ip netns exec` binds both over /etc; the agent's unit binds them too.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::engine::{data, Recorder, Step};
+use crate::error::{Error, Result};
+use crate::spec::{Root, Spec};
+use crate::sys::files;
+
+pub struct DnsFiles;
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Record {
+    created_dirs: Vec<PathBuf>,
+    files: Vec<FileRecord>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct FileRecord {
+    path: PathBuf,
+    sha256: String,
+    /// What was there before our first write, restored on revert.
+    previous: Option<String>,
+}
+
+pub fn resolv_conf(spec: &Spec) -> String {
+    let mut s = header(spec);
+    if spec.policy.dns.allow && !spec.dns.is_empty() {
+        for ip in &spec.dns {
+            s.push_str(&format!("nameserver {ip}\n"));
+        }
+        // Fail over quickly: a blocked resolver must not stall the agent.
+        s.push_str("options timeout:2 attempts:2\n");
+    } else {
+        s.push_str(&format!(
+            "# policy {}: no DNS from inside the sandbox\n",
+            spec.policy_name
+        ));
+    }
+    s
+}
+
+pub fn nsswitch_conf(spec: &Spec) -> String {
+    let mut s = header(spec);
+    s.push_str(
+        "passwd:         files\ngroup:          files\nshadow:         files\n\
+         hosts:          files dns\nnetworks:       files\nprotocols:      files\n\
+         services:       files\nethers:         files\nrpc:            files\n",
+    );
+    s
+}
+
+fn header(spec: &Spec) -> String {
+    format!(
+        "# Written by `sandbox setup --name {}`; `sandbox setup --disable` removes it.\n",
+        spec.name
+    )
+}
+
+fn wanted_files(spec: &Spec) -> Vec<(PathBuf, String)> {
+    let dir = spec.root.path(format!("/etc/netns/{}", spec.net.netns));
+    vec![
+        (dir.join("resolv.conf"), resolv_conf(spec)),
+        (dir.join("nsswitch.conf"), nsswitch_conf(spec)),
+    ]
+}
+
+impl Step for DnsFiles {
+    fn id(&self) -> &'static str {
+        "dns"
+    }
+
+    fn plan(&self, spec: &Spec, _rec: Option<&Value>) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        for (path, body) in wanted_files(spec) {
+            if files::hash_of(&path)?.as_deref() != Some(&files::sha256_hex(body.as_bytes())) {
+                out.push(format!(
+                    "write {} (0644, sha256 {})",
+                    path.display(),
+                    &files::sha256_hex(body.as_bytes())[..12]
+                ));
+            }
+        }
+        Ok(out)
+    }
+
+    fn apply(&self, spec: &Spec, rec: &mut Recorder<'_>) -> Result<Vec<String>> {
+        let mut r = rec.get::<Record>().unwrap_or_default();
+        let wanted = wanted_files(spec);
+        let mut out = Vec::new();
+        if let Some(dir) = wanted.first().and_then(|(p, _)| p.parent()) {
+            for d in files::create_dirs(dir, 0o755)? {
+                r.created_dirs.push(d);
+            }
+        }
+        for (path, body) in wanted {
+            let sha = files::sha256_hex(body.as_bytes());
+            let current = files::hash_of(&path)?;
+            if current.as_deref() == Some(&sha) {
+                continue;
+            }
+            let known = r.files.iter().position(|f| f.path == path);
+            if known.is_none() {
+                let previous = match current {
+                    Some(_) => Some(std::fs::read_to_string(&path).map_err(|e| Error::io("read", &path, e))?),
+                    None => None,
+                };
+                r.files.push(FileRecord {
+                    path: path.clone(),
+                    sha256: sha.clone(),
+                    previous,
+                });
+            } else if let Some(i) = known {
+                r.files[i].sha256 = sha.clone();
+            }
+            rec.put(&r)?;
+            files::write_atomic(&path, body.as_bytes(), 0o644)?;
+            out.push(format!("wrote {}", path.display()));
+        }
+        rec.put(&r)?;
+        Ok(out)
+    }
+
+    fn revert(&self, _root: &Root, v: &Value) -> Result<Vec<String>> {
+        let r: Record = data(self.id(), v)?;
+        let mut out = Vec::new();
+        for f in &r.files {
+            let current = files::hash_of(&f.path)?;
+            match (current, &f.previous) {
+                (None, _) => {}
+                (Some(h), Some(prev)) if h == f.sha256 => {
+                    files::write_atomic(&f.path, prev.as_bytes(), 0o644)?;
+                    out.push(format!("restored {}", f.path.display()));
+                }
+                (Some(h), None) if h == f.sha256 => {
+                    files::remove_if_ours(&f.path, &f.sha256)?;
+                    out.push(format!("removed {}", f.path.display()));
+                }
+                (Some(_), _) => out.push(format!("kept {}: edited since setup wrote it", f.path.display())),
+            }
+        }
+        files::remove_dirs(&r.created_dirs)?;
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{Cli, Command};
+    use clap::Parser;
+
+    fn spec(extra: &[&str]) -> Spec {
+        let mut argv = vec!["sandbox", "setup"];
+        argv.extend_from_slice(extra);
+        let Command::Setup(a) = Cli::parse_from(argv).command;
+        Spec::from_args(&a).expect("valid spec")
+    }
+
+    #[test]
+    fn resolv_conf_lists_the_resolvers() {
+        let s = resolv_conf(&spec(&["--policy", "default", "--dns", "192.0.2.53,192.0.2.54"]));
+        assert!(s.contains("nameserver 192.0.2.53\nnameserver 192.0.2.54\n"), "{s}");
+        assert!(!s.contains("127.0.0"), "{s}");
+    }
+
+    #[test]
+    fn strict_gets_no_nameserver() {
+        let s = resolv_conf(&spec(&["--policy", "strict"]));
+        assert!(!s.contains("nameserver"), "{s}");
+    }
+
+    #[test]
+    fn nsswitch_never_asks_a_host_daemon() {
+        let s = nsswitch_conf(&spec(&[]));
+        let hosts = s.lines().find(|l| l.starts_with("hosts:")).expect("hosts line");
+        assert_eq!(hosts.split_whitespace().collect::<Vec<_>>(), ["hosts:", "files", "dns"]);
+        for bad in ["resolve", "systemd", "mdns", "myhostname", "sss", "ldap"] {
+            assert!(!s.contains(bad), "{bad} in {s}");
+        }
+    }
+}

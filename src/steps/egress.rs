@@ -1,0 +1,94 @@
+//! The egress allowlist inside the sandbox's namespace: default drop,
+//! generated from the policy. `nft` runs on a thread that entered the
+//! namespace, so the table lands there and nowhere else.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::engine::{data, Recorder, Step};
+use crate::error::Result;
+use crate::firewall::generate;
+use crate::spec::{Root, Spec};
+use crate::sys::{netns, nft};
+
+pub struct EgressRules;
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Record {
+    netns: PathBuf,
+    table: String,
+}
+
+impl Step for EgressRules {
+    fn id(&self) -> &'static str {
+        "egress"
+    }
+
+    fn plan(&self, spec: &Spec, _rec: Option<&Value>) -> Result<Vec<String>> {
+        let table = generate::netns_table(spec);
+        let path = spec.root.netns_path(&spec.net.netns);
+        let current = if path.exists() {
+            let t = table.clone();
+            netns::run_in(&path, move || nft::is_current(&t))?
+        } else {
+            false
+        };
+        Ok(if current {
+            vec![]
+        } else {
+            vec![describe(&table, &spec.net.netns)]
+        })
+    }
+
+    fn apply(&self, spec: &Spec, rec: &mut Recorder<'_>) -> Result<Vec<String>> {
+        let table = generate::netns_table(spec);
+        let path = spec.root.netns_path(&spec.net.netns);
+        rec.put(&Record {
+            netns: path.clone(),
+            table: table.name.clone(),
+        })?;
+        let t = table.clone();
+        let changed = netns::run_in(&path, move || {
+            if nft::is_current(&t)? {
+                return Ok(false);
+            }
+            nft::apply(&t)?;
+            Ok(true)
+        })?;
+        Ok(if changed {
+            vec![describe(&table, &spec.net.netns).replacen("install", "installed", 1)]
+        } else {
+            vec![]
+        })
+    }
+
+    fn revert(&self, _root: &Root, v: &Value) -> Result<Vec<String>> {
+        let r: Record = data(self.id(), v)?;
+        // With the namespace gone, its table went with it.
+        let Some(dir) = r.netns.parent() else { return Ok(vec![]) };
+        let Some(name) = r.netns.file_name().and_then(|n| n.to_str()) else {
+            return Ok(vec![]);
+        };
+        if !netns::exists(dir, name) {
+            return Ok(vec![]);
+        }
+        let table = r.table.clone();
+        let had = netns::run_in(&r.netns, move || {
+            let had = nft::table_chains(&table)?.is_some();
+            nft::delete_table(&table)?;
+            Ok(had)
+        })?;
+        Ok(if had {
+            vec![format!("deleted table inet {} in {name}", r.table)]
+        } else {
+            vec![]
+        })
+    }
+}
+
+fn describe(t: &crate::firewall::Table, netns: &str) -> String {
+    let rules: usize = t.chains.iter().map(|c| c.rules.len()).sum();
+    format!("install table inet {} in {netns} ({rules} rules, default drop)", t.name)
+}

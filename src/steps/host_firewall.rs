@@ -1,0 +1,62 @@
+//! The host's side of the firewall: what arrives through our veth is held
+//! to the same allowlist, so a sandbox that could change its own rules
+//! still could not get further. Our table only; nothing else is touched.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::engine::{data, Recorder, Step};
+use crate::error::Result;
+use crate::firewall::generate;
+use crate::spec::{Root, Spec};
+use crate::sys::nft;
+
+pub struct HostRules;
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Record {
+    table: String,
+}
+
+impl Step for HostRules {
+    fn id(&self) -> &'static str {
+        "host-firewall"
+    }
+
+    fn wanted(&self, spec: &Spec) -> bool {
+        spec.host_networking
+    }
+
+    fn plan(&self, spec: &Spec, _rec: Option<&Value>) -> Result<Vec<String>> {
+        let t = generate::host_table(spec);
+        Ok(if nft::is_current(&t)? {
+            vec![]
+        } else {
+            vec![describe(&t)]
+        })
+    }
+
+    fn apply(&self, spec: &Spec, rec: &mut Recorder<'_>) -> Result<Vec<String>> {
+        let t = generate::host_table(spec);
+        rec.put(&Record { table: t.name.clone() })?;
+        if nft::is_current(&t)? {
+            return Ok(vec![]);
+        }
+        nft::apply(&t)?;
+        Ok(vec![describe(&t).replacen("install", "installed", 1)])
+    }
+
+    fn revert(&self, _root: &Root, v: &Value) -> Result<Vec<String>> {
+        let r: Record = data(self.id(), v)?;
+        if nft::table_chains(&r.table)?.is_none() {
+            return Ok(vec![]);
+        }
+        nft::delete_table(&r.table)?;
+        Ok(vec![format!("deleted host table inet {}", r.table)])
+    }
+}
+
+fn describe(t: &crate::firewall::Table) -> String {
+    let chains: Vec<&str> = t.chains.iter().map(|c| c.name).collect();
+    format!("install host table inet {} (chains {})", t.name, chains.join(", "))
+}

@@ -1,0 +1,84 @@
+//! The named network namespace, iproute2-compatible: `ip netns exec
+//! sandbox0 …` works on it.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::engine::{data, Recorder, Step};
+use crate::error::Result;
+use crate::spec::{Root, Spec};
+use crate::sys::files;
+use crate::sys::netns::{self, DirChanges};
+
+pub struct Netns;
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Record {
+    dir: PathBuf,
+    name: String,
+    dir_changes: DirChanges,
+    /// Parents of `dir` we made (only ever under a fresh `--root`).
+    #[serde(default)]
+    created_dirs: Vec<PathBuf>,
+}
+
+impl Step for Netns {
+    fn id(&self) -> &'static str {
+        "netns"
+    }
+
+    fn plan(&self, spec: &Spec, _rec: Option<&Value>) -> Result<Vec<String>> {
+        let dir = spec.root.netns_dir();
+        if netns::exists(&dir, &spec.net.netns) {
+            return Ok(vec![]);
+        }
+        Ok(vec![format!(
+            "create network namespace {} ({}), loopback up",
+            spec.net.netns,
+            dir.join(&spec.net.netns).display()
+        )])
+    }
+
+    fn apply(&self, spec: &Spec, rec: &mut Recorder<'_>) -> Result<Vec<String>> {
+        let dir = spec.root.netns_dir();
+        let before = rec.get::<Record>();
+        let mut r = Record {
+            dir: dir.clone(),
+            name: spec.net.netns.clone(),
+            dir_changes: before.as_ref().map(|b| b.dir_changes).unwrap_or_default(),
+            created_dirs: before.map(|b| b.created_dirs).unwrap_or_default(),
+        };
+        if netns::exists(&dir, &spec.net.netns) {
+            rec.put(&r)?;
+            return Ok(vec![]);
+        }
+        // Write-ahead: the record names the namespace before it exists.
+        rec.put(&r)?;
+        if let Some(parent) = dir.parent() {
+            r.created_dirs.extend(files::create_dirs(parent, 0o755)?);
+            rec.put(&r)?;
+        }
+        let did = netns::create(&dir, &spec.net.netns)?;
+        r.dir_changes.created_dir |= did.created_dir;
+        r.dir_changes.made_mountpoint |= did.made_mountpoint;
+        rec.put(&r)?;
+        Ok(vec![format!(
+            "created network namespace {} ({})",
+            r.name,
+            dir.join(&r.name).display()
+        )])
+    }
+
+    fn revert(&self, _root: &Root, v: &Value) -> Result<Vec<String>> {
+        let r: Record = data(self.id(), v)?;
+        let mut out = Vec::new();
+        if netns::delete(&r.dir, &r.name)? {
+            out.push(format!("deleted network namespace {}", r.name));
+        }
+        netns::release_dir(&r.dir, r.dir_changes)?;
+        files::remove_dirs(&r.created_dirs)?;
+        Ok(out)
+    }
+}

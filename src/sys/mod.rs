@@ -1,0 +1,8 @@
+//! Thin adapters over the kernel and host tools. No policy lives here: the
+//! steps decide what to do, these modules only know how.
+
+pub mod files;
+pub mod netlink;
+pub mod netns;
+pub mod nft;
+pub mod sysctl;
