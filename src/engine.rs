@@ -28,7 +28,16 @@ pub trait Step {
     fn apply(&self, spec: &Spec, rec: &mut Recorder<'_>) -> Result<Vec<String>>;
     /// Undo from the record alone (flags may differ at --disable time).
     /// Idempotent: whatever is already gone is skipped.
-    fn revert(&self, root: &Root, data: &Value) -> Result<Vec<String>>;
+    fn revert(&self, undo: &Undo, data: &Value) -> Result<Vec<String>>;
+}
+
+/// What a revert may know beyond its own record.
+#[derive(Debug, Clone)]
+pub struct Undo {
+    pub root: Root,
+    /// `--disable --purge`: also remove what setup created that holds the
+    /// operator's data (user, group, home).
+    pub purge: bool,
 }
 
 /// A step's handle on its own record: write-ahead of every change.
@@ -99,7 +108,11 @@ pub fn apply_all(
             changes
         } else if let Some(r) = state.get(id) {
             let data = r.data.clone();
-            let changes = step.revert(&spec.root, &data).map_err(|e| in_step(id, "revert", e))?;
+            let undo = Undo {
+                root: spec.root.clone(),
+                purge: false,
+            };
+            let changes = step.revert(&undo, &data).map_err(|e| in_step(id, "revert", e))?;
             state.remove(id);
             store.save(state)?;
             changes
@@ -116,7 +129,7 @@ pub fn apply_all(
 /// Revert every recorded step, last applied first.
 pub fn revert_all(
     steps: &[Box<dyn Step>],
-    root: &Root,
+    undo: &Undo,
     store: &Store,
     state: &mut State,
     report: &mut dyn FnMut(&Outcome),
@@ -126,7 +139,7 @@ pub fn revert_all(
         let id = step.id();
         let Some(r) = state.get(id) else { continue };
         let data = r.data.clone();
-        let changes = step.revert(root, &data).map_err(|e| in_step(id, "revert", e))?;
+        let changes = step.revert(undo, &data).map_err(|e| in_step(id, "revert", e))?;
         state.remove(id);
         store.save(state)?;
         let o = Outcome { step: id, changes };

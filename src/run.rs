@@ -84,7 +84,11 @@ fn disable(args: &SetupArgs) -> Result<()> {
     }
     let (store, mut state) = Store::open(&root, &name)?;
     println!("sandbox {name}: disable (root {})", root.0.display());
-    let done = engine::revert_all(&steps, &root, &store, &mut state, &mut progress)?;
+    let undo = engine::Undo {
+        root: root.clone(),
+        purge: args.purge,
+    };
+    let done = engine::revert_all(&steps, &undo, &store, &mut state, &mut progress)?;
     store.remove(&state)?;
     println!("done: {} steps reverted; nothing of sandbox {name} is left", done.len());
     Ok(())

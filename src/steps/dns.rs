@@ -9,9 +9,9 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::engine::{data, Recorder, Step};
+use crate::engine::{data, Recorder, Step, Undo};
 use crate::error::{Error, Result};
-use crate::spec::{Root, Spec};
+use crate::spec::Spec;
 use crate::sys::files;
 
 pub struct DnsFiles;
@@ -128,7 +128,7 @@ impl Step for DnsFiles {
         Ok(out)
     }
 
-    fn revert(&self, _root: &Root, v: &Value) -> Result<Vec<String>> {
+    fn revert(&self, _undo: &Undo, v: &Value) -> Result<Vec<String>> {
         let r: Record = data(self.id(), v)?;
         let mut out = Vec::new();
         for f in &r.files {

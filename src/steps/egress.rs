@@ -7,10 +7,10 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::engine::{data, Recorder, Step};
+use crate::engine::{data, Recorder, Step, Undo};
 use crate::error::Result;
 use crate::firewall::generate;
-use crate::spec::{Root, Spec};
+use crate::spec::Spec;
 use crate::sys::{netns, nft};
 
 pub struct EgressRules;
@@ -64,7 +64,7 @@ impl Step for EgressRules {
         })
     }
 
-    fn revert(&self, _root: &Root, v: &Value) -> Result<Vec<String>> {
+    fn revert(&self, _undo: &Undo, v: &Value) -> Result<Vec<String>> {
         let r: Record = data(self.id(), v)?;
         // With the namespace gone, its table went with it.
         let Some(dir) = r.netns.parent() else { return Ok(vec![]) };

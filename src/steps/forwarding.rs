@@ -5,9 +5,9 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::engine::{data, Recorder, Step};
+use crate::engine::{data, Recorder, Step, Undo};
 use crate::error::Result;
-use crate::spec::{Root, Spec};
+use crate::spec::Spec;
 use crate::sys::sysctl;
 
 pub struct Forwarding;
@@ -56,7 +56,7 @@ impl Step for Forwarding {
         Ok(vec![format!("set {} {now} -> 1", sysctl::display(IP_FORWARD))])
     }
 
-    fn revert(&self, _root: &Root, v: &Value) -> Result<Vec<String>> {
+    fn revert(&self, _undo: &Undo, v: &Value) -> Result<Vec<String>> {
         let r: Record = data(self.id(), v)?;
         let mut out = Vec::new();
         for (key, old) in &r.old {

@@ -5,10 +5,10 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::engine::{data, Recorder, Step};
+use crate::engine::{data, Recorder, Step, Undo};
 use crate::error::Result;
 use crate::firewall::generate;
-use crate::spec::{Root, Spec};
+use crate::spec::Spec;
 use crate::sys::nft;
 
 pub struct HostRules;
@@ -46,7 +46,7 @@ impl Step for HostRules {
         Ok(vec![describe(&t).replacen("install", "installed", 1)])
     }
 
-    fn revert(&self, _root: &Root, v: &Value) -> Result<Vec<String>> {
+    fn revert(&self, _undo: &Undo, v: &Value) -> Result<Vec<String>> {
         let r: Record = data(self.id(), v)?;
         if nft::table_chains(&r.table)?.is_none() {
             return Ok(vec![]);

@@ -6,9 +6,9 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::engine::{data, Recorder, Step};
+use crate::engine::{data, Recorder, Step, Undo};
 use crate::error::Result;
-use crate::spec::{Root, Spec};
+use crate::spec::Spec;
 use crate::sys::files;
 use crate::sys::netns::{self, DirChanges};
 
@@ -71,7 +71,7 @@ impl Step for Netns {
         )])
     }
 
-    fn revert(&self, _root: &Root, v: &Value) -> Result<Vec<String>> {
+    fn revert(&self, _undo: &Undo, v: &Value) -> Result<Vec<String>> {
         let r: Record = data(self.id(), v)?;
         let mut out = Vec::new();
         if netns::delete(&r.dir, &r.name)? {
