@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The test command (README, "Test it"). Run as root on a Debian-like host:
+#
+#   sudo tests/run.sh
+#
+# It installs what the tests need (apt), then runs every tier: formatting
+# and lints, unit tests, and the root integration tests, which run the real
+# binary inside throwaway network+mount namespaces and never touch the
+# host's network, /etc or /run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [[ $(id -u) -ne 0 ]]; then
+  echo "tests/run.sh: the integration tests create namespaces, links and nft tables: run it as root (sudo tests/run.sh)" >&2
+  exit 3
+fi
+# shellcheck source=/dev/null
+[[ -f $HOME/.cargo/env ]] && . "$HOME/.cargo/env"
+
+echo "== installing test dependencies (apt)"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends \
+  nftables iproute2 util-linux passwd shellcheck >/dev/null
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --all-targets --quiet -- -D warnings
+echo "== cargo test (unit + root integration)"
+cargo test --all-targets
+echo "== shellcheck"
+shellcheck tests/run.sh tests/bench/network.sh .ci/run
