@@ -48,6 +48,12 @@ pub struct Recorder<'a> {
 }
 
 impl Recorder<'_> {
+    /// Whether an earlier run left a record for this step. Without one,
+    /// nothing of the step can be in place yet (records are written ahead).
+    pub fn has_record(&self) -> bool {
+        self.state.get(self.id).is_some()
+    }
+
     pub fn get<T: DeserializeOwned>(&self) -> Option<T> {
         let rec = self.state.get(self.id)?;
         serde_json::from_value(rec.data.clone()).ok()
@@ -100,10 +106,12 @@ pub fn apply_all(
         let changes = if step.wanted(spec) {
             let mut rec = Recorder { id, state, store };
             let changes = step.apply(spec, &mut rec).map_err(|e| in_step(id, "apply", e))?;
+            // Marked done in memory only: the next write-ahead (or the final
+            // save) carries it. A crash before then leaves it "under way",
+            // which re-run and --disable treat the same way.
             if let Some(r) = state.get(id) {
                 let data = r.data.clone();
                 state.put(id, true, data);
-                store.save(state)?;
             }
             changes
         } else if let Some(r) = state.get(id) {
@@ -123,6 +131,7 @@ pub fn apply_all(
         report(&o);
         out.push(o);
     }
+    store.save(state)?;
     Ok(out)
 }
 

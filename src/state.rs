@@ -62,6 +62,9 @@ impl State {
 /// the value. Dropping it releases the lock.
 pub struct Store {
     dir: PathBuf,
+    /// What the file holds now: a save that would not change it is skipped
+    /// (each save costs two fsyncs).
+    saved: std::cell::RefCell<Vec<u8>>,
     _lock: nix::fcntl::Flock<File>,
 }
 
@@ -83,7 +86,11 @@ impl Store {
             .map_err(|e| Error::io("open lock", &lock_path, e))?;
         match nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusiveNonblock) {
             Ok(lock) => {
-                let store = Store { dir, _lock: lock };
+                let store = Store {
+                    dir,
+                    saved: Default::default(),
+                    _lock: lock,
+                };
                 let mut state = store.load()?.unwrap_or_else(|| State {
                     version: VERSION,
                     name: name.into(),
@@ -119,7 +126,12 @@ impl Store {
             cause: e.to_string(),
             fix: "report this as a bug".into(),
         })?;
-        files::write_atomic(&self.file(), &json, 0o600)
+        if *self.saved.borrow() == json {
+            return Ok(());
+        }
+        files::write_atomic(&self.file(), &json, 0o600)?;
+        *self.saved.borrow_mut() = json;
+        Ok(())
     }
 
     /// Everything is reverted: remove the record, the lock and the

@@ -45,13 +45,14 @@ impl Step for EgressRules {
     fn apply(&self, spec: &Spec, rec: &mut Recorder<'_>) -> Result<Vec<String>> {
         let table = generate::netns_table(spec);
         let path = spec.root.netns_path(&spec.net.netns);
+        let known = rec.has_record();
         rec.put(&Record {
             netns: path.clone(),
             table: table.name.clone(),
         })?;
         let t = table.clone();
         let changed = netns::run_in(&path, move || {
-            if nft::is_current(&t)? {
+            if known && nft::is_current(&t)? {
                 return Ok(false);
             }
             nft::apply(&t)?;

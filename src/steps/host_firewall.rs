@@ -38,8 +38,9 @@ impl Step for HostRules {
 
     fn apply(&self, spec: &Spec, rec: &mut Recorder<'_>) -> Result<Vec<String>> {
         let t = generate::host_table(spec);
+        let known = rec.has_record();
         rec.put(&Record { table: t.name.clone() })?;
-        if nft::is_current(&t)? {
+        if known && nft::is_current(&t)? {
             return Ok(vec![]);
         }
         nft::apply(&t)?;

@@ -51,13 +51,18 @@ pub fn is_current(t: &Table) -> Result<bool> {
     Ok(table_chains(&t.name)?.is_some_and(|chains| chains.contains(&t.marker_chain())))
 }
 
-/// `nft` runs at all (installed, and the kernel has nf_tables).
+/// The `nft` binary on PATH (no process is started: preflight stays cheap
+/// and side-effect free; a kernel without nf_tables shows at apply).
 pub fn available() -> std::result::Result<(), String> {
-    match helper::get_current_ruleset_raw(Some(NFT), ["list", "tables"]) {
-        Ok(_) => Ok(()),
-        Err(NftablesError::NftExecution { inner, .. }) => Err(format!("cannot run `nft`: {inner}")),
-        Err(NftablesError::NftFailed { stderr, .. }) => Err(format!("`nft list tables` failed: {}", stderr.trim())),
-        Err(e) => Err(e.to_string()),
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let found = std::env::split_paths(&path).any(|dir| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(dir.join(NFT)).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    });
+    if found {
+        Ok(())
+    } else {
+        Err(format!("`{NFT}` is not on PATH ({})", path.to_string_lossy()))
     }
 }
 
