@@ -4,18 +4,31 @@
 //!
 //! | step          | creates                                   | inverse                     |
 //! |---------------|-------------------------------------------|-----------------------------|
+//! | user          | user+group <name>, home 0750, .bashrc     | kept; --purge: user, group, home if ours |
 //! | netns         | /run/netns/<name>0, lo up                 | unmount + unlink            |
 //! | egress        | nft table inside the netns                | (goes with the netns)       |
 //! | host-firewall | nft table on the host                     | delete our table            |
 //! | forwarding    | net.ipv4.ip_forward=1 (only if needed)    | old values restored         |
 //! | veth          | <name>0 <-> eth0 (in netns), addrs, route | delete the host end         |
 //! | dns           | /etc/netns/<name>0/{resolv,nsswitch}.conf | remove (if unedited)        |
+//! | policy        | ~/.defenseclaw/policy/ (Rego, rule packs, manifest) | kept (edits never overwritten) |
+//! | openclaw      | guardrail + gateway.port in openclaw.json, .bak | original back (or our keys out) |
+//! | scripts       | ~/run-sandbox.sh, ~/pair.sh               | remove (if unedited)        |
+//! | pairing       | ~/.defenseclaw/device.key, paired-devices.json, ~/.env | kept            |
+//! | extras        | ~/.claw/skills/codeguard, ~/.claw/extensions/defenseclaw | remove (if unedited) |
 
 mod dns;
 mod egress;
+mod extras;
 mod forwarding;
+mod home;
 mod host_firewall;
 mod netns;
+mod openclaw;
+mod pairing;
+mod policy_dir;
+mod scripts;
+mod user;
 mod veth;
 
 use crate::engine::Step;
@@ -24,11 +37,17 @@ pub use veth::alias as veth_alias;
 
 pub fn all() -> Vec<Box<dyn Step>> {
     vec![
+        Box::new(user::User),
         Box::new(netns::Netns),
         Box::new(egress::EgressRules),
         Box::new(host_firewall::HostRules),
         Box::new(forwarding::Forwarding),
         Box::new(veth::Veth),
         Box::new(dns::DnsFiles),
+        Box::new(policy_dir::PolicyDir),
+        Box::new(openclaw::OpenclawJson),
+        Box::new(scripts::Scripts),
+        Box::new(pairing::Pairing),
+        Box::new(extras::Extras),
     ]
 }

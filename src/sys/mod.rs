@@ -5,4 +5,6 @@ pub mod files;
 pub mod netlink;
 pub mod netns;
 pub mod nft;
+pub mod owner;
 pub mod sysctl;
+pub mod users;

@@ -1,0 +1,321 @@
+//! The sandbox user: a system user and group named by `--name`, home
+//! `--sandbox-home` (0750, made here without a skeleton), shell /bin/bash,
+//! and a `.bashrc` (+ a `.bash_profile` that reads it) that starts OpenClaw
+//! for interactive logins inside the sandbox's network namespace.
+//!
+//! A user that already existed is adopted and recorded as such, so nothing
+//! ever removes it. `--disable` keeps user, group and home (they hold the
+//! operator's data) and removes only our unedited shell files;
+//! `--disable --purge` also removes user, group and home if setup made them.
+
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::home::{self, Seeded, Written};
+use crate::engine::{data, Recorder, Step, Undo};
+use crate::error::{Error, Result};
+use crate::spec::Spec;
+use crate::sys::owner::{self, Owner};
+use crate::sys::{files, users};
+
+pub struct User;
+
+pub const HOME_MODE: u32 = 0o750;
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Record {
+    name: String,
+    /// The home as seen under `--root`.
+    home: PathBuf,
+    created_user: bool,
+    created_group: bool,
+    created_home: bool,
+    /// Parents of the home we had to make (root-owned, 0755).
+    created_parents: Vec<PathBuf>,
+    files: Vec<Written>,
+}
+
+/// Interactive logins start OpenClaw, but only inside the sandbox's
+/// network namespace: outside it the agent would have the host's network.
+pub fn bashrc(spec: &Spec) -> String {
+    format!(
+        r#"# ~/.bashrc of the OpenClaw sandbox user.
+# Written by `sandbox setup --name {name}`; `sandbox setup --disable` removes it
+# unless you edited it.
+#
+# An interactive shell of this user starts the OpenClaw gateway, but only
+# inside the sandbox's network namespace ({netns}; entered by ~/run-sandbox.sh
+# or the openshell-sandbox unit). Anywhere else the agent would have the
+# host's network, so the shell says so and starts nothing.
+# Set SANDBOX_NO_OPENCLAW=1 for a plain shell.
+
+case $- in
+    *i*) ;;
+    *) return ;;
+esac
+
+sandbox_in_netns() {{
+    local here there
+    here=$(stat -L -c %d:%i /proc/self/ns/net 2>/dev/null) || return 1
+    there=$(stat -L -c %d:%i /run/netns/{netns} 2>/dev/null) || return 1
+    [ -n "$here" ] && [ "$here" = "$there" ]
+}}
+
+if [ -z "${{SANDBOX_NO_OPENCLAW:-}}" ]; then
+    if ! sandbox_in_netns; then
+        echo "sandbox: not inside the network namespace {netns}; OpenClaw not started (run ~/run-sandbox.sh as root)" >&2
+    elif ! command -v openclaw >/dev/null 2>&1; then
+        echo "sandbox: openclaw is not on PATH; install it for this user" >&2
+    else
+        exec openclaw gateway --port {port}
+    fi
+fi
+"#,
+        name = spec.name,
+        netns = spec.net.netns,
+        port = spec.openclaw_port,
+    )
+}
+
+/// Login shells read ~/.bash_profile, not ~/.bashrc: hand over to it.
+pub fn bash_profile(spec: &Spec) -> String {
+    format!(
+        "# ~/.bash_profile of the OpenClaw sandbox user.\n\
+         # Written by `sandbox setup --name {}`; login shells read ~/.bashrc too.\n\
+         if [ -f \"$HOME/.bashrc\" ]; then\n    . \"$HOME/.bashrc\"\nfi\n",
+        spec.name
+    )
+}
+
+fn wanted_files(spec: &Spec) -> Vec<(PathBuf, String)> {
+    let h = home::dir(spec);
+    vec![
+        (h.join(".bash_profile"), bash_profile(spec)),
+        (h.join(".bashrc"), bashrc(spec)),
+    ]
+}
+
+impl Step for User {
+    fn id(&self) -> &'static str {
+        "user"
+    }
+
+    fn plan(&self, spec: &Spec, _rec: Option<&Value>) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        let h = home::dir(spec);
+        if users::user(&spec.root, &spec.name)?.is_none() {
+            out.push(format!(
+                "create system user and group {} (shell /bin/bash, home {})",
+                spec.name,
+                spec.sandbox_home.display()
+            ));
+        }
+        if fs::symlink_metadata(&h).is_err() {
+            out.push(format!("create {} ({:o})", h.display(), HOME_MODE));
+        }
+        for (path, body) in wanted_files(spec) {
+            if files::hash_of(&path)?.as_deref() != Some(&files::sha256_hex(body.as_bytes())) {
+                out.push(format!("write {}", path.display()));
+            }
+        }
+        Ok(out)
+    }
+
+    fn apply(&self, spec: &Spec, rec: &mut Recorder<'_>) -> Result<Vec<String>> {
+        let mut r = rec.get::<Record>().unwrap_or_default();
+        let mut out = Vec::new();
+        let h = home::dir(spec);
+        r.name = spec.name.clone();
+        r.home = h.clone();
+
+        let acct = match users::user(&spec.root, &spec.name)? {
+            Some(a) => {
+                if !r.created_user && rec.get::<Record>().is_none() {
+                    out.push(format!(
+                        "adopted existing user {} (uid {}): setup did not create it, so nothing removes it",
+                        a.name, a.uid
+                    ));
+                }
+                a
+            }
+            None => {
+                let group_exists = users::group(&spec.root, &spec.name)?.is_some();
+                r.created_user = true;
+                r.created_group = r.created_group || !group_exists;
+                rec.put(&r)?;
+                users::useradd(&spec.root, &spec.name, &spec.sandbox_home, group_exists)?;
+                let a = users::user(&spec.root, &spec.name)?.ok_or_else(|| {
+                    Error::host(
+                        format!("user {}", spec.name),
+                        "useradd succeeded but the user cannot be found",
+                        "check the passwd database (nsswitch.conf `passwd:`), then re-run",
+                    )
+                })?;
+                out.push(format!(
+                    "created system user {} (uid {}, gid {}), shell /bin/bash",
+                    a.name, a.uid, a.gid
+                ));
+                a
+            }
+        };
+        let who = Owner {
+            uid: acct.uid,
+            gid: acct.gid,
+        };
+
+        match fs::symlink_metadata(&h) {
+            Ok(m) if m.file_type().is_symlink() => return Err(owner::symlink_refused(&h)),
+            Ok(m) if !m.is_dir() => {
+                return Err(Error::host(
+                    h.display().to_string(),
+                    "exists and is not a directory",
+                    "move it away or pick another --sandbox-home, then re-run",
+                ))
+            }
+            Ok(m) => {
+                let mode = m.mode() & 0o7777;
+                if r.created_home && (m.uid() != who.uid || m.gid() != who.gid || mode != HOME_MODE) {
+                    owner::set(&h, true, HOME_MODE, who)?;
+                    out.push(format!("reset owner and mode of {} ({:o})", h.display(), HOME_MODE));
+                } else if mode & 0o022 != 0 {
+                    let tight = mode & !0o022;
+                    owner::set(
+                        &h,
+                        true,
+                        tight,
+                        Owner {
+                            uid: m.uid(),
+                            gid: m.gid(),
+                        },
+                    )?;
+                    out.push(format!(
+                        "{} was group- or world-writable: mode {:o} -> {:o}",
+                        h.display(),
+                        mode,
+                        tight
+                    ));
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                r.created_home = true;
+                rec.put(&r)?;
+                if let Some(parent) = h.parent() {
+                    for d in files::create_dirs(parent, 0o755)? {
+                        r.created_parents.push(d);
+                    }
+                    rec.put(&r)?;
+                }
+                fs::create_dir(&h).map_err(|e| Error::io("create directory", &h, e))?;
+                owner::set(&h, true, HOME_MODE, who)?;
+                out.push(format!("created {} ({:o}, {})", h.display(), HOME_MODE, spec.name));
+            }
+            Err(e) => return Err(Error::io("stat", &h, e)),
+        }
+
+        for (path, body) in wanted_files(spec) {
+            let ours = r.files.iter().find(|f| f.path == path).map(|f| f.sha256.clone());
+            let sha = files::sha256_hex(body.as_bytes());
+            let will_write = home::decide(files::hash_of(&path)?.as_deref(), &sha, ours.as_deref());
+            if will_write != Seeded::Kept {
+                r.files.retain(|f| f.path != path);
+                r.files.push(Written {
+                    path: path.clone(),
+                    sha256: sha,
+                });
+                rec.put(&r)?;
+            }
+            match home::seed(&path, body.as_bytes(), 0o644, who, ours.as_deref())? {
+                Seeded::Wrote => out.push(format!("wrote {}", path.display())),
+                Seeded::Same => {}
+                Seeded::Kept => out.push(home::kept_line(&path)),
+            }
+        }
+        rec.put(&r)?;
+        Ok(out)
+    }
+
+    fn revert(&self, undo: &Undo, v: &Value) -> Result<Vec<String>> {
+        let r: Record = data(self.id(), v)?;
+        let mut out = Vec::new();
+        for f in &r.files {
+            if owner::is_symlink(&f.path) {
+                out.push(format!("left {} alone: it is a symbolic link now", f.path.display()));
+            } else if files::remove_if_ours(&f.path, &f.sha256)? {
+                out.push(format!("removed {}", f.path.display()));
+            } else {
+                out.push(home::kept_line(&f.path));
+            }
+        }
+        if !undo.purge {
+            out.push(format!(
+                "kept user {}, its group and {} (they hold the operator's data; --disable --purge removes what setup created)",
+                r.name,
+                r.home.display()
+            ));
+            return Ok(out);
+        }
+        if r.created_home {
+            match fs::symlink_metadata(&r.home) {
+                Ok(m) if m.file_type().is_symlink() => {
+                    out.push(format!("left {} alone: it is a symbolic link now", r.home.display()))
+                }
+                Ok(_) => {
+                    // remove_dir_all never follows symlinks inside the tree.
+                    fs::remove_dir_all(&r.home).map_err(|e| Error::io("remove", &r.home, e))?;
+                    out.push(format!("removed {} (--purge)", r.home.display()));
+                }
+                Err(_) => {}
+            }
+            files::remove_dirs(&r.created_parents)?;
+        } else {
+            out.push(format!("kept {}: it existed before setup", r.home.display()));
+        }
+        if r.created_user {
+            if users::user(&undo.root, &r.name)?.is_some() {
+                users::userdel(&undo.root, &r.name)?;
+                out.push(format!("removed user {} (--purge)", r.name));
+            }
+        } else {
+            out.push(format!("kept user {}: it existed before setup", r.name));
+        }
+        // userdel removes the user's own group only where login.defs says
+        // USERGROUPS_ENAB; make sure of it.
+        if r.created_group && users::group(&undo.root, &r.name)?.is_some() {
+            users::groupdel(&undo.root, &r.name)?;
+            out.push(format!("removed group {} (--purge)", r.name));
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{Cli, Command};
+    use clap::Parser;
+
+    pub(crate) fn spec(extra: &[&str]) -> Spec {
+        let mut argv = vec!["sandbox", "setup"];
+        argv.extend_from_slice(extra);
+        let Command::Setup(a) = Cli::parse_from(argv).command;
+        Spec::from_args(&a).expect("valid spec")
+    }
+
+    #[test]
+    fn bashrc_starts_openclaw_only_in_the_netns() {
+        let s = bashrc(&spec(&["--name", "ci3", "--openclaw-port", "18800"]));
+        assert!(s.contains("/run/netns/ci30"), "{s}");
+        assert!(s.contains("exec openclaw gateway --port 18800"), "{s}");
+        assert!(s.contains("*i*) ;;"), "only interactive shells: {s}");
+        assert!(s.contains("SANDBOX_NO_OPENCLAW"), "{s}");
+    }
+
+    #[test]
+    fn bash_profile_reads_bashrc() {
+        assert!(bash_profile(&spec(&[])).contains(". \"$HOME/.bashrc\""));
+    }
+}
