@@ -47,6 +47,11 @@ struct Record {
     bak_ours: bool,
     original_sha256: String,
     written_sha256: String,
+    /// The operator edited the file between two runs: what we wrote since
+    /// holds their edits, so `--disable` takes our keys out instead of
+    /// bringing back the `.bak`.
+    #[serde(default)]
+    operator_edited: bool,
     owned: Vec<Owned>,
 }
 
@@ -303,6 +308,11 @@ impl Step for OpenclawJson {
                 out.push(format!("saved the original as {}", bak.display()));
             }
         }
+        let current = files::sha256_hex(&bytes);
+        if !first && current != r.written_sha256 && current != r.original_sha256 {
+            r.operator_edited = true;
+            out.push(format!("{} was edited since setup wrote it: edits kept", p.display()));
+        }
         r.owned = owned;
         r.written_sha256 = files::sha256_hex(text.as_bytes());
         rec.put(&r)?;
@@ -333,7 +343,7 @@ impl Step for OpenclawJson {
         match current {
             None => out.push(format!("{} is gone; nothing to restore", p.display())),
             Some(h) if h == r.original_sha256 => {}
-            Some(h) if h == r.written_sha256 && bak_is_original => {
+            Some(h) if h == r.written_sha256 && bak_is_original && !r.operator_edited => {
                 let original = fs::read(&r.bak).map_err(|e| Error::io("read", &r.bak, e))?;
                 owner::rewrite_keeping_owner(p, &original)?;
                 out.push(format!(
@@ -343,7 +353,7 @@ impl Step for OpenclawJson {
                 ));
             }
             Some(h) => {
-                let why = if h == r.written_sha256 {
+                let why = if h == r.written_sha256 && !r.operator_edited {
                     format!(
                         "{} is missing or changed, so our keys were taken out instead",
                         r.bak.display()

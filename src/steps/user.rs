@@ -134,11 +134,23 @@ impl Step for User {
 
         let acct = match users::user(&spec.root, &spec.name)? {
             Some(a) => {
-                if !r.created_user && rec.get::<Record>().is_none() {
-                    out.push(format!(
-                        "adopted existing user {} (uid {}): setup did not create it, so nothing removes it",
-                        a.name, a.uid
-                    ));
+                if rec.get::<Record>().is_none() {
+                    if a.gecos == users::COMMENT {
+                        // Made by an earlier setup and kept by --disable:
+                        // still ours, so --purge may take it away.
+                        r.created_user = true;
+                        r.created_group = users::group(&spec.root, &spec.name)? == Some(a.gid);
+                        r.created_home = fs::symlink_metadata(&h).is_ok_and(|m| m.uid() == a.uid);
+                        out.push(format!(
+                            "found user {} (uid {}) made by an earlier setup and kept by --disable",
+                            a.name, a.uid
+                        ));
+                    } else {
+                        out.push(format!(
+                            "adopted existing user {} (uid {}): setup did not create it, so nothing removes it",
+                            a.name, a.uid
+                        ));
+                    }
                 }
                 a
             }

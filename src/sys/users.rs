@@ -17,7 +17,13 @@ pub struct Account {
     pub gid: u32,
     pub home: PathBuf,
     pub shell: String,
+    pub gecos: String,
 }
+
+/// The comment (GECOS) `useradd` gives the users setup creates: the host's
+/// own record of which user setup made, so a user kept by `--disable` is
+/// still known as ours (and `--purge` may remove it) after a new setup.
+pub const COMMENT: &str = "OpenClaw sandbox (sandbox setup)";
 
 /// Parse passwd(5) text. Comment, blank and malformed lines (and NIS
 /// `+`/`-` entries) are skipped: they name nobody we could own files as.
@@ -34,6 +40,7 @@ pub fn parse_passwd(text: &str) -> Vec<Account> {
                 gid: f[3].parse().ok()?,
                 home: PathBuf::from(f[5]),
                 shell: f[6].to_string(),
+                gecos: f[4].to_string(),
             })
         })
         .collect()
@@ -76,6 +83,7 @@ pub fn user(root: &Root, name: &str) -> Result<Option<Account>> {
                 gid: u.primary_group_id(),
                 home: u.home_dir().to_path_buf(),
                 shell: u.shell().to_string_lossy().into_owned(),
+                gecos: u.gecos().to_string_lossy().into_owned(),
             }
         }));
     }
@@ -115,7 +123,7 @@ pub fn useradd_args(root: &Root, name: &str, home: &Path, group_exists: bool) ->
             "--shell",
             "/bin/bash",
             "--comment",
-            "OpenClaw sandbox (sandbox setup)",
+            COMMENT,
             name,
         ]
         .map(String::from),
@@ -192,6 +200,7 @@ mod tests {
                 gid: 998,
                 home: "/home/sandbox".into(),
                 shell: "/bin/bash".into(),
+                gecos: "OpenClaw".into(),
             }
         );
     }
