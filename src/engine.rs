@@ -186,3 +186,143 @@ fn in_step(step: &'static str, op: &'static str, e: Error) -> Error {
         source: Box::new(e),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+    use std::rc::Rc;
+
+    use super::*;
+    use crate::cli::{Cli, Command};
+    use clap::Parser;
+
+    /// A step that records its calls in a shared log, so order and the
+    /// write-ahead discipline can be checked without touching the host.
+    struct Fake {
+        id: &'static str,
+        log: Rc<RefCell<Vec<String>>>,
+        fail_apply: bool,
+        wanted: bool,
+    }
+
+    impl Step for Fake {
+        fn id(&self) -> &'static str {
+            self.id
+        }
+        fn wanted(&self, _spec: &Spec) -> bool {
+            self.wanted
+        }
+        fn plan(&self, _spec: &Spec, rec: Option<&Value>) -> Result<Vec<String>> {
+            Ok(if rec.is_some() {
+                vec![]
+            } else {
+                vec![format!("create {}", self.id)]
+            })
+        }
+        fn apply(&self, _spec: &Spec, rec: &mut Recorder<'_>) -> Result<Vec<String>> {
+            let again = rec.has_record();
+            rec.put(&serde_json::json!({ "made": self.id }))?;
+            self.log.borrow_mut().push(format!("apply {}", self.id));
+            if self.fail_apply {
+                return Err(Error::host(self.id, "failed on purpose", "none"));
+            }
+            Ok(if again {
+                vec![]
+            } else {
+                vec![format!("created {}", self.id)]
+            })
+        }
+        fn revert(&self, _undo: &Undo, data: &Value) -> Result<Vec<String>> {
+            self.log
+                .borrow_mut()
+                .push(format!("revert {} {}", self.id, data["made"]));
+            Ok(vec![format!("removed {}", self.id)])
+        }
+    }
+
+    fn spec(root: &std::path::Path) -> Spec {
+        let argv = ["sandbox", "setup", "--root", root.to_str().expect("utf8")];
+        let Command::Setup(a) = Cli::parse_from(argv).command;
+        Spec::from_args(&a).expect("spec")
+    }
+
+    fn steps(log: &Rc<RefCell<Vec<String>>>, fail: Option<&str>, unwanted: Option<&str>) -> Vec<Box<dyn Step>> {
+        ["a", "b", "c"]
+            .into_iter()
+            .map(|id| {
+                Box::new(Fake {
+                    id,
+                    log: log.clone(),
+                    fail_apply: fail == Some(id),
+                    wanted: unwanted != Some(id),
+                }) as Box<dyn Step>
+            })
+            .collect()
+    }
+
+    #[test]
+    fn apply_in_order_then_nothing_changes_then_revert_in_reverse() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let spec = spec(dir.path());
+        let log = Rc::new(RefCell::new(Vec::new()));
+        let (store, mut state) = Store::open(&spec.root, "sandbox").expect("open");
+        let all = steps(&log, None, None);
+        let first = apply_all(&all, &spec, &store, &mut state, &mut |_| {}).expect("apply");
+        assert!(first.iter().all(Outcome::changed));
+        let again = apply_all(&all, &spec, &store, &mut state, &mut |_| {}).expect("again");
+        assert!(again.iter().all(|o| !o.changed()), "a re-run changes nothing");
+        assert!(plan_all(&all, &spec, Some(&state)).iter().all(|o| !o.changed()));
+        assert!(state.steps.iter().all(|r| r.done));
+        log.borrow_mut().clear();
+        let undo = Undo {
+            root: spec.root.clone(),
+            purge: false,
+        };
+        revert_all(&all, &undo, &store, &mut state, &mut |_| {}).expect("revert");
+        assert_eq!(*log.borrow(), ["revert c \"c\"", "revert b \"b\"", "revert a \"a\""]);
+        assert!(state.steps.is_empty());
+        store.remove(&state).expect("remove");
+        assert!(!spec.root.state_dir("sandbox").exists(), "record and its dirs are gone");
+    }
+
+    #[test]
+    fn a_failing_step_leaves_a_record_that_disable_reverts() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let spec = spec(dir.path());
+        let log = Rc::new(RefCell::new(Vec::new()));
+        {
+            let (store, mut state) = Store::open(&spec.root, "sandbox").expect("open");
+            let e =
+                apply_all(&steps(&log, Some("b"), None), &spec, &store, &mut state, &mut |_| {}).expect_err("b fails");
+            assert!(e.to_string().contains("step b (apply)"), "{e}");
+        }
+        // A fresh process reads what was written ahead: b is recorded, not done; c never started.
+        let on_disk = Store::peek(&spec.root, "sandbox").expect("peek").expect("record");
+        assert_eq!(on_disk.get("a").map(|r| r.done), Some(true));
+        assert_eq!(on_disk.get("b").map(|r| r.done), Some(false));
+        assert!(on_disk.get("c").is_none());
+        log.borrow_mut().clear();
+        let (store, mut state) = Store::open(&spec.root, "sandbox").expect("reopen");
+        let undo = Undo {
+            root: spec.root.clone(),
+            purge: false,
+        };
+        revert_all(&steps(&log, None, None), &undo, &store, &mut state, &mut |_| {}).expect("revert");
+        assert_eq!(*log.borrow(), ["revert b \"b\"", "revert a \"a\""]);
+    }
+
+    #[test]
+    fn a_step_no_longer_wanted_is_reverted_on_converge() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let spec = spec(dir.path());
+        let log = Rc::new(RefCell::new(Vec::new()));
+        let (store, mut state) = Store::open(&spec.root, "sandbox").expect("open");
+        apply_all(&steps(&log, None, None), &spec, &store, &mut state, &mut |_| {}).expect("apply");
+        let plan = plan_all(&steps(&log, None, Some("b")), &spec, Some(&state));
+        assert!(plan[1].changes[0].contains("would revert"), "{plan:?}");
+        log.borrow_mut().clear();
+        let out = apply_all(&steps(&log, None, Some("b")), &spec, &store, &mut state, &mut |_| {}).expect("converge");
+        assert_eq!(*log.borrow(), ["apply a", "revert b \"b\"", "apply c"]);
+        assert!(out[1].changed() && state.get("b").is_none());
+    }
+}
