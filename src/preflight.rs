@@ -72,7 +72,52 @@ pub fn for_setup(spec: &Spec, state: Option<&State>) -> Vec<Error> {
         Ok(found) => problems.extend(found),
         Err(e) => problems.push(e),
     }
+    match foreign_objects(spec, state) {
+        Ok(found) => problems.extend(found),
+        Err(e) => problems.push(e),
+    }
     problems
+}
+
+/// A link or namespace with our name that no record of ours accounts for
+/// belongs to someone else: taking it over, or deleting it at --disable,
+/// would touch what is not ours.
+fn foreign_objects(spec: &Spec, state: Option<&State>) -> crate::Result<Vec<Error>> {
+    let recorded = |id: &str| state.is_some_and(|s| s.get(id).is_some());
+    let mut out = Vec::new();
+    if !recorded("veth") {
+        if let Some(l) = Netlink::host()?.link(&spec.net.host_if)? {
+            if l.alias.as_deref() != Some(&veth_alias(&spec.name)) {
+                let kind = l.kind.as_deref().unwrap_or("link");
+                out.push(Error::host(
+                    format!("interface {}", spec.net.host_if),
+                    format!(
+                        "a {kind} of that name exists and is not ours (no alias {:?}, no state record)",
+                        veth_alias(&spec.name)
+                    ),
+                    format!(
+                        "if it is a leftover, delete it (ip link del {}); otherwise pick another --name",
+                        spec.net.host_if
+                    ),
+                ));
+            }
+        }
+    }
+    let ns_dir = spec.root.netns_dir();
+    if !recorded("netns") && crate::sys::netns::exists(&ns_dir, &spec.net.netns) {
+        out.push(Error::host(
+            format!("network namespace {}", spec.net.netns),
+            format!(
+                "{} exists and no state record says setup made it",
+                ns_dir.join(&spec.net.netns).display()
+            ),
+            format!(
+                "if it is a leftover, delete it (ip netns del {}); otherwise pick another --name",
+                spec.net.netns
+            ),
+        ));
+    }
+    Ok(out)
 }
 
 fn overlaps(a: &Ipv4Net, b: &Ipv4Net) -> bool {

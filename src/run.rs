@@ -17,6 +17,11 @@ pub fn setup(args: &SetupArgs) -> Result<()> {
     }
     let spec = Spec::from_args(args)?;
     let steps = steps::all();
+    // Before reading the record: it is root's, and "permission denied" on
+    // it would hide the real problem.
+    if !args.dry_run {
+        refuse_unprivileged()?;
+    }
     let previous = Store::peek(&spec.root, &spec.name)?;
     if args.dry_run {
         return dry_run(&spec, &steps, previous.as_ref());
@@ -54,6 +59,9 @@ pub fn setup(args: &SetupArgs) -> Result<()> {
 fn disable(args: &SetupArgs) -> Result<()> {
     let (name, root) = spec::disable_target(args)?;
     let steps = steps::all();
+    if !args.dry_run {
+        refuse_unprivileged()?;
+    }
     let Some(previous) = Store::peek(&root, &name)? else {
         println!(
             "sandbox {name}: no state record under {}: nothing to disable",
@@ -67,10 +75,6 @@ fn disable(args: &SetupArgs) -> Result<()> {
             println!("  {:<14} revert", step.id());
         }
         return Ok(());
-    }
-    let problems = preflight::privileges();
-    if !problems.is_empty() {
-        return Err(Error::Preflight { problems });
     }
     if !args.non_interactive {
         let ids: Vec<&str> = steps
@@ -92,6 +96,15 @@ fn disable(args: &SetupArgs) -> Result<()> {
     store.remove(&state)?;
     println!("done: {} steps reverted; nothing of sandbox {name} is left", done.len());
     Ok(())
+}
+
+fn refuse_unprivileged() -> Result<()> {
+    let problems = preflight::privileges();
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Preflight { problems })
+    }
 }
 
 fn dry_run(spec: &Spec, steps: &[Box<dyn engine::Step>], previous: Option<&crate::state::State>) -> Result<()> {

@@ -152,6 +152,13 @@ fn read(path: &Path) -> Result<Option<State>> {
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            return Err(Error::host(
+                format!("state record {}", path.display()),
+                "permission denied: it belongs to root",
+                "run it with sudo",
+            ))
+        }
         Err(e) => return Err(Error::io("read", path, e)),
     };
     let state: State = serde_json::from_slice(&bytes).map_err(|e| Error::State {

@@ -84,4 +84,40 @@ impl Table {
     pub fn marker_chain(&self) -> String {
         format!("gen_{}", self.fingerprint())
     }
+
+    /// The shape `nft list table` must show for this table to count as in
+    /// place: every chain with its policy and its rules' comments, in
+    /// order. A flushed chain, a deleted or added rule, or a policy turned
+    /// to accept all show here, without parsing rule expressions back
+    /// (their JSON differs between nft versions).
+    pub fn shape(&self) -> Vec<ChainShape> {
+        let mut out = vec![ChainShape {
+            name: self.marker_chain(),
+            policy: None,
+            rules: vec![],
+        }];
+        for c in &self.chains {
+            let rules = c
+                .rules
+                .iter()
+                .flat_map(|r| std::iter::repeat_n(r.why.clone(), render::kernel_rules(r)))
+                .collect();
+            let policy = Some(if c.policy_drop { "drop" } else { "accept" }.to_string());
+            out.push(ChainShape {
+                name: c.name.to_string(),
+                policy,
+                rules,
+            });
+        }
+        out
+    }
+}
+
+/// One chain as seen by [`Table::shape`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainShape {
+    pub name: String,
+    pub policy: Option<String>,
+    /// Rule comments, in order.
+    pub rules: Vec<String>,
 }

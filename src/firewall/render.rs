@@ -85,6 +85,11 @@ fn hook(h: Hook) -> NfHook {
     }
 }
 
+/// How many kernel rules `r` becomes.
+pub fn kernel_rules(r: &Rule) -> usize {
+    rule_exprs(r).len()
+}
+
 /// A `Reject` becomes two kernel rules: TCP gets a reset (ECONNREFUSED at
 /// once), everything else ICMP admin-prohibited.
 fn rule_exprs(r: &Rule) -> Vec<Vec<Statement<'static>>> {

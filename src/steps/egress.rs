@@ -77,7 +77,7 @@ impl Step for EgressRules {
         }
         let table = r.table.clone();
         let had = netns::run_in(&r.netns, move || {
-            let had = nft::table_chains(&table)?.is_some();
+            let had = nft::table_exists(&table)?;
             nft::delete_table(&table)?;
             Ok(had)
         })?;

@@ -49,7 +49,7 @@ impl Step for HostRules {
 
     fn revert(&self, _undo: &Undo, v: &Value) -> Result<Vec<String>> {
         let r: Record = data(self.id(), v)?;
-        if nft::table_chains(&r.table)?.is_none() {
+        if !nft::table_exists(&r.table)? {
             return Ok(vec![]);
         }
         nft::delete_table(&r.table)?;

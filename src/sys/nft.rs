@@ -6,7 +6,7 @@ use nftables::helper::{self, NftablesError};
 use nftables::schema::Nftables;
 
 use crate::error::{Error, Result};
-use crate::firewall::{self, Table};
+use crate::firewall::{self, ChainShape, Table};
 
 const NFT: &str = "nft";
 
@@ -23,8 +23,8 @@ pub fn delete_table(name: &str) -> Result<()> {
     run(&batch, &format!("delete table inet {name}"))
 }
 
-/// Names of the chains in our table, or None when there is no such table.
-pub fn table_chains(name: &str) -> Result<Option<Vec<String>>> {
+/// Our table as `nft` lists it, reduced to its shape; None when absent.
+pub fn table_shape(name: &str) -> Result<Option<Vec<ChainShape>>> {
     let args = ["list", "table", "inet", name];
     let out = match helper::get_current_ruleset_raw(Some(NFT), args) {
         Ok(out) => out,
@@ -35,20 +35,49 @@ pub fn table_chains(name: &str) -> Result<Option<Vec<String>>> {
         op: format!("list table inet {name}"),
         cause: format!("unreadable JSON from nft: {e}"),
     })?;
-    let chains = doc["nftables"]
-        .as_array()
-        .map(|objs| {
-            objs.iter()
-                .filter_map(|o| o.get("chain")?.get("name")?.as_str().map(String::from))
-                .collect()
-        })
-        .unwrap_or_default();
-    Ok(Some(chains))
+    Ok(Some(shape_of(&doc)))
 }
 
-/// Whether our table is in place exactly as `t` generates it.
+/// Chains in listing order, each with the comments of its rules in order.
+fn shape_of(doc: &serde_json::Value) -> Vec<ChainShape> {
+    let mut chains: Vec<ChainShape> = Vec::new();
+    for obj in doc["nftables"].as_array().into_iter().flatten() {
+        if let Some(c) = obj.get("chain") {
+            chains.push(ChainShape {
+                name: c["name"].as_str().unwrap_or_default().to_string(),
+                policy: c.get("policy").and_then(|p| p.as_str()).map(String::from),
+                rules: vec![],
+            });
+        } else if let Some(r) = obj.get("rule") {
+            let chain = r["chain"].as_str().unwrap_or_default();
+            let comment = r
+                .get("comment")
+                .and_then(|c| c.as_str())
+                .unwrap_or_default()
+                .to_string();
+            if let Some(c) = chains.iter_mut().find(|c| c.name == chain) {
+                c.rules.push(comment);
+            }
+        }
+    }
+    chains
+}
+
+/// Whether our table is in place exactly as `t` generates it: the
+/// fingerprint chain is there and no chain was flushed, edited or loosened.
 pub fn is_current(t: &Table) -> Result<bool> {
-    Ok(table_chains(&t.name)?.is_some_and(|chains| chains.contains(&t.marker_chain())))
+    let Some(mut have) = table_shape(&t.name)? else {
+        return Ok(false);
+    };
+    let mut want = t.shape();
+    have.sort_by(|a, b| a.name.cmp(&b.name));
+    want.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(have == want)
+}
+
+/// Whether a table of that name exists.
+pub fn table_exists(name: &str) -> Result<bool> {
+    Ok(table_shape(name)?.is_some())
 }
 
 /// The `nft` binary on PATH (no process is started: preflight stays cheap
@@ -82,4 +111,33 @@ fn nft_error(op: &str, e: NftablesError) -> Error {
         other => other.to_string(),
     };
     Error::Nft { op: op.into(), cause }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shape_reads_chains_policies_and_rule_comments() {
+        let doc = serde_json::json!({"nftables": [
+            {"metainfo": {"version": "1.0.6"}},
+            {"table": {"family": "inet", "name": "t"}},
+            {"chain": {"family": "inet", "table": "t", "name": "gen_ab"}},
+            {"chain": {"family": "inet", "table": "t", "name": "input", "type": "filter", "hook": "input", "prio": 0, "policy": "drop"}},
+            {"rule": {"family": "inet", "table": "t", "chain": "input", "expr": [], "comment": "one"}},
+            {"rule": {"family": "inet", "table": "t", "chain": "input", "expr": []}}
+        ]});
+        let s = shape_of(&doc);
+        assert_eq!(s.len(), 2);
+        assert_eq!(
+            s[0],
+            ChainShape {
+                name: "gen_ab".into(),
+                policy: None,
+                rules: vec![]
+            }
+        );
+        assert_eq!(s[1].policy.as_deref(), Some("drop"));
+        assert_eq!(s[1].rules, vec!["one".to_string(), String::new()]);
+    }
 }

@@ -1,0 +1,267 @@
+//! Root integration tests: what the real binary says and does when it must
+//! refuse. Every refusal exits with the documented code (2 bad input, 3 host
+//! not fit, 4 locked), names the problem and its fix on stderr, and leaves
+//! the fake host exactly as it was.
+
+mod common;
+
+use std::fs::OpenOptions;
+use std::os::unix::fs::PermissionsExt;
+
+use common::*;
+
+/// `sandbox setup --root <root> --non-interactive --no-systemd <flags>`, with
+/// `--policy default --dns 203.0.113.53` unless the flags set them.
+fn setup_args<'a>(host: &'a FakeHost, flags: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec!["setup", "--root", host.root_str(), "--non-interactive", "--no-systemd"];
+    if !flags.contains(&"--policy") {
+        args.extend(["--policy", "default"]);
+    }
+    if !flags.contains(&"--dns") {
+        args.extend(["--dns", DNS_A]);
+    }
+    args.extend_from_slice(flags);
+    args
+}
+
+/// The run exited with `code`, said every needle and a fix on stderr, and
+/// the fake host still matches `before`.
+#[track_caller]
+fn assert_refused(host: &FakeHost, before: &Snapshot, run: &Run, code: i32, needles: &[&str]) {
+    assert_eq!(run.code, code, "wrong exit code:\n{run}");
+    for n in needles {
+        assert!(run.stderr.contains(n), "stderr does not say {n:?}:\n{run}");
+    }
+    assert!(run.stderr.contains("fix:"), "no fix on stderr:\n{run}");
+    before.assert_same(&host.snapshot(), &format!("after `{}`", run.argv.join(" ")));
+}
+
+#[test]
+fn bad_flags_exit_2_and_change_nothing() {
+    let Some(host) = FakeHost::new() else { return };
+    let before = host.snapshot();
+    let cases: &[(&[&str], &[&str])] = &[
+        (
+            &["--sandbox-ip", "10.200.0.300"],
+            &["--sandbox-ip", "10.200.0.300", "not an IPv4 address"],
+        ),
+        (&["--host-ip", "fe80::1"], &["--host-ip", "IPv6"]),
+        (&["--host-ip", "127.0.0.1", "--sandbox-ip", "127.0.0.2"], &["loopback"]),
+        (
+            &["--host-ip", "169.254.0.1", "--sandbox-ip", "169.254.0.2"],
+            &["link-local"],
+        ),
+        (&["--host-ip", "224.0.0.1"], &["224.0.0.1", "multicast"]),
+        (&["--host-ip", "10.200.0.2"], &["10.200.0.2", "different addresses"]),
+        (&["--host-ip", "10.200.1.1"], &["10.200.1.1", "one subnet"]),
+        (&["--host-ip", "10.200.0.0"], &["10.200.0.0", "one subnet"]),
+        (&["--openclaw-port", "0"], &["--openclaw-port", "not a port"]),
+        (&["--openclaw-port", "65536"], &["65536", "not a port"]),
+        (&["--openclaw-port", "http"], &["http", "not a port"]),
+        (&["--dns", "203.0.113.53,,203.0.113.54"], &["--dns", "not an IP"]),
+        (&["--dns", "dns.example"], &["dns.example", "not an IP"]),
+        (&["--dns", "2001:db8::53"], &["2001:db8::53", "IPv6"]),
+        (&["--dns", "127.0.0.53"], &["127.0.0.53", "cannot be reached"]),
+        (&["--dns", "203.0.113.53,203.0.113.53"], &["listed twice"]),
+        // The fake host's resolv.conf names only a loopback stub.
+        (&["--dns", "host"], &["--dns host", "no non-loopback"]),
+        (&["--name", "averyveryverylongname"], &["--name", "15-character"]),
+        (&["--name", "Bad.Name"], &["Bad.Name", "not a valid"]),
+        (&["--policy", "paranoid"], &["paranoid", "unknown preset"]),
+        (
+            &["--policy", "/nonexistent/policy.toml"],
+            &["/nonexistent/policy.toml", "cannot read"],
+        ),
+    ];
+    for (flags, needles) in cases {
+        let run = host.sandbox(&setup_args(&host, flags));
+        assert_refused(&host, &before, &run, 2, needles);
+    }
+}
+
+#[test]
+fn malformed_policy_file_names_the_line_and_changes_nothing() {
+    let Some(host) = FakeHost::new() else { return };
+    let dir = tempfile::tempdir().expect("tempdir for policy files");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let bad_port = dir.path().join("bad-port.toml");
+    std::fs::write(
+        &bad_port,
+        "description = \"mirror\"\n\n[dns]\nallow = true\n\n[[destination]]\nto = \"203.0.113.0/24\"\nprotocol = \"tcp\"\nports = [70000]\nwhy = \"mirror\"\n",
+    )
+    .expect("write policy");
+    let unknown = dir.path().join("unknown.toml");
+    std::fs::write(&unknown, "description = \"x\"\nbogus = 1\n").expect("write policy");
+    let before = host.snapshot();
+
+    let p = bad_port.to_str().expect("utf8");
+    let run = host.sandbox(&setup_args(&host, &["--policy", p]));
+    assert_refused(&host, &before, &run, 2, &[p, "line 9", "70000"]);
+
+    let p = unknown.to_str().expect("utf8");
+    let run = host.sandbox(&setup_args(&host, &["--policy", p]));
+    assert_refused(&host, &before, &run, 2, &[p, "line 2", "bogus"]);
+}
+
+#[test]
+fn subnet_overlapping_a_host_address_exits_3() {
+    let Some(host) = FakeHost::new() else { return };
+    host.ip(
+        Ns::Host,
+        &["link", "add", "lan0", "type", "veth", "peer", "name", "lan1"],
+    );
+    host.ip(Ns::Host, &["addr", "add", "10.200.0.5/24", "dev", "lan0"]);
+    host.ip(Ns::Host, &["link", "set", "lan0", "up"]);
+    let before = host.snapshot();
+    let run = host.sandbox(&setup_args(&host, &[]));
+    assert_refused(&host, &before, &run, 3, &["overlaps", "10.200.0.5/24", "lan0"]);
+}
+
+#[test]
+fn subnet_overlapping_a_route_exits_3() {
+    let Some(host) = FakeHost::new() else { return };
+    host.ip(Ns::Host, &["route", "add", "10.200.0.0/16", "via", "198.51.100.2"]);
+    let before = host.snapshot();
+    let run = host.sandbox(&setup_args(&host, &[]));
+    assert_refused(&host, &before, &run, 3, &["overlaps route 10.200.0.0/16"]);
+
+    // Another pair of addresses is fine on the same host.
+    host.setup_ok(&[
+        "--policy",
+        "strict",
+        "--dns",
+        DNS_A,
+        "--host-ip",
+        "10.231.0.1",
+        "--sandbox-ip",
+        "10.231.0.2",
+    ]);
+    host.disable_ok();
+    before.assert_restored(&host.snapshot(), "setup on a free range, then --disable");
+}
+
+#[test]
+fn a_foreign_interface_with_our_name_exits_3_before_any_change() {
+    let Some(host) = FakeHost::new() else { return };
+    // Someone else's link, named like ours and without our alias.
+    host.ip(
+        Ns::Host,
+        &["link", "add", HOST_IF, "type", "veth", "peer", "name", "other1"],
+    );
+    let before = host.snapshot();
+    let run = host.sandbox(&setup_args(&host, &[]));
+    assert_refused(&host, &before, &run, 3, &[HOST_IF, "not ours"]);
+}
+
+#[test]
+fn not_root_exits_3() {
+    let Some(host) = FakeHost::new() else { return };
+    let before = host.snapshot();
+    let nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"];
+    let run = host.sandbox_with(&nobody, &[], &setup_args(&host, &[]));
+    assert_refused(&host, &before, &run, 3, &["not root", "sudo"]);
+}
+
+/// Once a sandbox exists, its state record is root's alone (0700 dirs):
+/// forgetting sudo must still be told "not root", not fail reading it.
+#[test]
+fn not_root_exits_3_when_a_sandbox_exists() {
+    let Some(host) = FakeHost::new() else { return };
+    host.setup_ok(&["--policy", "strict", "--dns", DNS_A]);
+    let installed = host.snapshot();
+    let nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"];
+
+    let run = host.sandbox_with(&nobody, &[], &setup_args(&host, &["--policy", "strict"]));
+    assert_refused(&host, &installed, &run, 3, &["not root", "sudo"]);
+
+    let disable = ["setup", "--root", host.root_str(), "--disable", "--non-interactive"];
+    let run = host.sandbox_with(&nobody, &[], &disable);
+    assert_refused(&host, &installed, &run, 3, &["not root", "sudo"]);
+}
+
+#[test]
+fn missing_cap_net_admin_exits_3() {
+    let Some(host) = FakeHost::new() else { return };
+    let before = host.snapshot();
+    let drop_cap = ["setpriv", "--bounding-set=-net_admin", "--inh-caps=-net_admin"];
+    let run = host.sandbox_with(&drop_cap, &[], &setup_args(&host, &[]));
+    assert_refused(&host, &before, &run, 3, &["CAP_NET_ADMIN"]);
+}
+
+#[test]
+fn missing_nft_exits_3_with_the_install_command() {
+    let Some(host) = FakeHost::new() else { return };
+    let empty = tempfile::tempdir().expect("an empty PATH directory");
+    let path = empty.path().to_str().expect("utf8").to_string();
+    let before = host.snapshot();
+    let run = host.sandbox_with(&[], &[("PATH", &path)], &setup_args(&host, &[]));
+    assert_refused(&host, &before, &run, 3, &["nft", "apt-get install nftables"]);
+}
+
+#[test]
+fn stdin_not_a_terminal_without_non_interactive_exits_2() {
+    let Some(host) = FakeHost::new() else { return };
+    let before = host.snapshot();
+    let run = host.sandbox(&[
+        "setup",
+        "--root",
+        host.root_str(),
+        "--no-systemd",
+        "--policy",
+        "default",
+        "--dns",
+        DNS_A,
+    ]);
+    assert_refused(&host, &before, &run, 2, &["--non-interactive", "not a terminal"]);
+
+    // The same holds for --disable of an existing sandbox.
+    host.setup_ok(&["--policy", "default", "--dns", DNS_A]);
+    let installed = host.snapshot();
+    let run = host.sandbox(&["setup", "--root", host.root_str(), "--disable"]);
+    assert_refused(&host, &installed, &run, 2, &["--non-interactive"]);
+    host.disable_ok();
+    before.assert_restored(&host.snapshot(), "--disable --non-interactive after the refusal");
+}
+
+#[test]
+fn lock_held_by_another_process_exits_4() {
+    let Some(host) = FakeHost::new() else { return };
+    let state_dir = host.root().join("var/lib/sandbox/sandbox");
+    std::fs::create_dir_all(&state_dir).expect("state dir");
+    let lock_path = state_dir.join("lock");
+    let lock_file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .expect("open the lock file");
+    let lock = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusiveNonblock)
+        .map_err(|(_, e)| e)
+        .expect("take the lock");
+    let before = host.snapshot();
+
+    let run = host.sandbox(&setup_args(&host, &[]));
+    assert_refused(&host, &before, &run, 4, &["another `sandbox` run holds", "lock"]);
+    drop(lock);
+}
+
+#[test]
+fn disable_while_locked_exits_4_and_keeps_the_sandbox() {
+    let Some(host) = FakeHost::new() else { return };
+    let before = host.snapshot();
+    host.setup_ok(&["--policy", "default", "--dns", DNS_A]);
+    let installed = host.snapshot();
+    let lock_file = OpenOptions::new()
+        .write(true)
+        .open(host.root().join("var/lib/sandbox/sandbox/lock"))
+        .expect("open the lock file setup left");
+    let lock = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusiveNonblock)
+        .map_err(|(_, e)| e)
+        .expect("take the lock");
+
+    let run = host.disable();
+    assert_refused(&host, &installed, &run, 4, &["another `sandbox` run holds"]);
+    drop(lock);
+    host.disable_ok();
+    before.assert_restored(&host.snapshot(), "--disable once the lock was free");
+}
