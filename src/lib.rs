@@ -5,6 +5,7 @@ pub mod error;
 pub mod sys;
 
 pub use error::{Error, Result};
+pub mod audit;
 pub mod cli;
 pub mod engine;
 pub mod firewall;
@@ -12,5 +13,6 @@ pub mod policy;
 pub mod preflight;
 pub mod run;
 pub mod spec;
+pub mod status;
 pub mod state;
 pub mod steps;

@@ -3,6 +3,7 @@
 
 use std::io::{BufRead, IsTerminal, Write};
 
+use crate::audit::AuditLog;
 use crate::cli::SetupArgs;
 use crate::engine::{self, Outcome};
 use crate::error::{Error, Result};
@@ -39,14 +40,18 @@ pub fn setup(args: &SetupArgs) -> Result<()> {
         }
         confirm("Apply these changes?")?;
     }
+    let mut report = Reporter::new(AuditLog::open(&spec.root, &spec.name)?, "apply");
     let (store, mut state) = Store::open(&spec.root, &spec.name)?;
+    state.spec = serde_json::to_value(&spec).ok();
     println!(
         "sandbox {}: setup (policy {}, root {})",
         spec.name,
         spec.policy_name,
         spec.root.0.display()
     );
-    let done = engine::apply_all(&steps, &spec, &store, &mut state, &mut progress)?;
+    let done = engine::apply_all(&steps, &spec, &store, &mut state, &mut |o| report.step(o));
+    report.finish(done.as_ref().err())?;
+    let done = done?;
     let changed = done.iter().filter(|o| o.changed()).count();
     if changed == 0 {
         println!("nothing changed: all {} steps were already in place", done.len());
@@ -86,13 +91,16 @@ fn disable(args: &SetupArgs) -> Result<()> {
         println!("sandbox {name}: --disable reverts {}", ids.join(", "));
         confirm("Take the sandbox away?")?;
     }
+    let mut report = Reporter::new(AuditLog::open(&root, &name)?, "revert");
     let (store, mut state) = Store::open(&root, &name)?;
     println!("sandbox {name}: disable (root {})", root.0.display());
     let undo = engine::Undo {
         root: root.clone(),
         purge: args.purge,
     };
-    let done = engine::revert_all(&steps, &undo, &store, &mut state, &mut progress)?;
+    let done = engine::revert_all(&steps, &undo, &store, &mut state, &mut |o| report.step(o));
+    report.finish(done.as_ref().err())?;
+    let done = done?;
     store.remove(&state)?;
     println!("done: {} steps reverted; nothing of sandbox {name} is left", done.len());
     Ok(())
@@ -135,6 +143,40 @@ fn print_plan(spec: &Spec, plan: &[Outcome]) {
         }
         for c in &o.changes {
             println!("  {:<14} {c}", o.step);
+        }
+    }
+}
+
+/// Progress lines for the operator and the audit log, one step at a time.
+struct Reporter {
+    audit: AuditLog,
+    action: &'static str,
+    /// The first audit write that failed; reported after the run, since a
+    /// step that changed the host must still finish its record.
+    audit_failed: Option<Error>,
+}
+
+impl Reporter {
+    fn new(audit: AuditLog, action: &'static str) -> Reporter {
+        Reporter {
+            audit,
+            action,
+            audit_failed: None,
+        }
+    }
+
+    fn step(&mut self, o: &Outcome) {
+        progress(o);
+        if let Err(e) = self.audit.record(self.action, o) {
+            self.audit_failed.get_or_insert(e);
+        }
+    }
+
+    /// A step's own failure outranks a failed audit write.
+    fn finish(&mut self, run_failed: Option<&Error>) -> Result<()> {
+        match (run_failed, self.audit_failed.take()) {
+            (None, Some(e)) => Err(e),
+            _ => Ok(()),
         }
     }
 }

@@ -22,6 +22,10 @@ pub struct State {
     /// Directories made to hold this record; removed (if empty) when the
     /// last step is reverted.
     pub created_dirs: Vec<PathBuf>,
+    /// The spec of the last setup, for `sandbox status` (kept as JSON so
+    /// a record written by another version still loads).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spec: Option<Value>,
     pub steps: Vec<StepRecord>,
 }
 

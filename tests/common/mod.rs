@@ -83,7 +83,8 @@ pub const HOST_RESOLV_CONF: &str =
 /// Paths under the root that `--disable` keeps on purpose (without
 /// `--purge`): the policy directory (the operator may have edited it) and the
 /// device identity (`device.key`, the pairing registry, `~/.env`).
-pub const KEPT_BY_DESIGN: &[&str] = &["home/sandbox/.defenseclaw", "home/sandbox/.env"];
+/// (the audit log under var/log is kept too: it is the trail of what was done)
+pub const KEPT_BY_DESIGN: &[&str] = &["home/sandbox/.defenseclaw", "home/sandbox/.env", "var/log"];
 
 /// What OpenClaw writes on its first run as the sandbox user.
 pub const OPENCLAW_JSON: &str =

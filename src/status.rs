@@ -1,0 +1,203 @@
+//! `sandbox status`: is the sandbox in place and healthy? Checked natively
+//! (netlink, nft, sockets; no `ip`, no `jq`) against the state record: each
+//! step's read-only `plan` shows drift, and live checks show that the
+//! sidecar answers and that the host is reachable from inside.
+
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::engine;
+use crate::error::{Error, Result};
+use crate::spec::{Root, Spec};
+use crate::state::{State, Store};
+use crate::steps;
+use crate::sys::netns;
+
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    pub check: String,
+    pub ok: bool,
+    pub detail: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fix: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    pub name: String,
+    pub healthy: bool,
+    pub policy: String,
+    pub checks: Vec<Check>,
+}
+
+impl Check {
+    fn ok(check: impl Into<String>, detail: impl Into<String>) -> Check {
+        Check {
+            check: check.into(),
+            ok: true,
+            detail: detail.into(),
+            fix: None,
+        }
+    }
+
+    fn bad(check: impl Into<String>, detail: impl Into<String>, fix: impl Into<String>) -> Check {
+        Check {
+            check: check.into(),
+            ok: false,
+            detail: detail.into(),
+            fix: Some(fix.into()),
+        }
+    }
+}
+
+/// Everything `status` reports. Err only when there is nothing to check.
+pub fn collect(root: &Root, name: &str) -> Result<Status> {
+    let Some(state) = Store::peek(root, name)? else {
+        return Err(Error::host(
+            format!("sandbox {name}"),
+            format!("not set up: no state record under {}", root.state_dir(name).display()),
+            "run `sudo sandbox setup` first",
+        ));
+    };
+    let spec = recorded_spec(&state, root, name)?;
+    let mut checks = drift(&spec, &state);
+    checks.extend(live(&spec));
+    let healthy = checks.iter().all(|c| c.ok);
+    Ok(Status {
+        name: name.into(),
+        healthy,
+        policy: spec.policy_name.clone(),
+        checks,
+    })
+}
+
+fn recorded_spec(state: &State, root: &Root, name: &str) -> Result<Spec> {
+    let unreadable = |why: String| Error::State {
+        path: root.state_dir(name).join("state.json"),
+        cause: why,
+        fix: "re-run `sudo sandbox setup` with your flags: it records them again".into(),
+    };
+    let v = state
+        .spec
+        .clone()
+        .ok_or_else(|| unreadable("it holds no spec (written by an older version)".into()))?;
+    let mut spec: Spec = serde_json::from_value(v).map_err(|e| unreadable(format!("its spec is unreadable: {e}")))?;
+    // Status may be run with another --root view of the same tree.
+    spec.root = root.clone();
+    Ok(spec)
+}
+
+/// One check per step: what its `plan` would change is what drifted.
+fn drift(spec: &Spec, state: &State) -> Vec<Check> {
+    let steps = steps::all();
+    let plan = engine::plan_all(&steps, spec, Some(state));
+    let fix = format!(
+        "re-run `sudo sandbox setup --name {}` with the same flags: it repairs what is ours",
+        spec.name
+    );
+    steps
+        .iter()
+        .zip(plan)
+        .filter(|(step, _)| step.wanted(spec) || state.get(step.id()).is_some())
+        .map(|(step, o)| {
+            let id = step.id();
+            let recorded = state.get(id);
+            if recorded.is_none() {
+                return Check::bad(id, "never applied (an earlier setup stopped before it)", fix.clone());
+            }
+            // Files the operator edited are kept on purpose: a note, not a fault.
+            let (notes, changes): (Vec<String>, Vec<String>) =
+                o.changes.into_iter().partition(|c| c.starts_with("kept "));
+            if changes.is_empty() {
+                let detail = if notes.is_empty() {
+                    "in place".to_string()
+                } else {
+                    notes.join("; ")
+                };
+                Check::ok(id, detail)
+            } else if recorded.is_some_and(|r| !r.done) {
+                Check::bad(
+                    id,
+                    format!("left half-done by an interrupted run: {}", changes.join("; ")),
+                    fix.clone(),
+                )
+            } else {
+                Check::bad(id, format!("drift: {}", changes.join("; ")), fix.clone())
+            }
+        })
+        .collect()
+}
+
+/// Connected or refused: something at that address answered.
+fn answers(addr: SocketAddr) -> std::result::Result<bool, String> {
+    match TcpStream::connect_timeout(&addr, PROBE_TIMEOUT) {
+        Ok(_) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => Ok(false),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+fn live(spec: &Spec) -> Vec<Check> {
+    let host = IpAddr::V4(spec.net.host_ip);
+    let mut ports = vec![spec.policy.sidecar.gateway_port.0];
+    if spec.guardrail {
+        ports.push(spec.policy.sidecar.guardrail_port.0);
+    }
+    let mut out = Vec::new();
+    let silent: Vec<String> = ports
+        .iter()
+        .filter(|p| !matches!(answers(SocketAddr::new(host, **p)), Ok(true)))
+        .map(|p| format!("{host}:{p}"))
+        .collect();
+    let listed: Vec<String> = ports.iter().map(|p| format!("{host}:{p}")).collect();
+    out.push(if silent.is_empty() {
+        Check::ok("sidecar", format!("answering on {}", listed.join(", ")))
+    } else {
+        Check::bad(
+            "sidecar",
+            format!("not answering on {}", silent.join(", ")),
+            format!(
+                "start the sidecar (defenseclaw-gateway@{}.service) listening on the host IP",
+                spec.name
+            ),
+        )
+    });
+
+    let path = spec.root.netns_path(&spec.net.netns);
+    let target = SocketAddr::new(host, ports[0]);
+    let inside = if path.exists() {
+        netns::run_in(&path, move || Ok(answers(target)))
+    } else {
+        Ok(Err("the namespace is missing".into()))
+    };
+    out.push(match inside {
+        Ok(Ok(_)) => Check::ok("reach host", format!("{host} answers from inside {}", spec.net.netns)),
+        Ok(Err(why)) => Check::bad(
+            "reach host",
+            format!("{host} does not answer from inside {}: {why}", spec.net.netns),
+            "check the veth step above; re-run setup to repair",
+        ),
+        Err(e) => Check::bad(
+            "reach host",
+            format!("cannot enter {}: {e}", spec.net.netns),
+            "run as root",
+        ),
+    });
+    out
+}
+
+pub fn print_table(s: &Status) {
+    let verdict = if s.healthy { "healthy" } else { "UNHEALTHY" };
+    println!("sandbox {}: {verdict} (policy {})", s.name, s.policy);
+    for c in &s.checks {
+        let mark = if c.ok { "ok  " } else { "FAIL" };
+        println!("  {mark}  {:<14} {}", c.check, c.detail);
+        if let Some(fix) = c.fix.as_ref().filter(|_| !c.ok) {
+            println!("        {:<14} fix: {fix}", "");
+        }
+    }
+}
