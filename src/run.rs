@@ -40,8 +40,9 @@ pub fn setup(args: &SetupArgs) -> Result<()> {
         }
         confirm("Apply these changes?")?;
     }
-    let mut report = Reporter::new(AuditLog::open(&spec.root, &spec.name)?, "apply");
     let (store, mut state) = Store::open(&spec.root, &spec.name)?;
+    // After the lock: a run refused for it must leave no trace.
+    let mut report = Reporter::new(AuditLog::open(&spec.root, &spec.name)?, "apply");
     state.spec = serde_json::to_value(&spec).ok();
     println!(
         "sandbox {}: setup (policy {}, root {})",
@@ -91,8 +92,8 @@ fn disable(args: &SetupArgs) -> Result<()> {
         println!("sandbox {name}: --disable reverts {}", ids.join(", "));
         confirm("Take the sandbox away?")?;
     }
-    let mut report = Reporter::new(AuditLog::open(&root, &name)?, "revert");
     let (store, mut state) = Store::open(&root, &name)?;
+    let mut report = Reporter::new(AuditLog::open(&root, &name)?, "revert");
     println!("sandbox {name}: disable (root {})", root.0.display());
     let undo = engine::Undo {
         root: root.clone(),
