@@ -7,6 +7,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::error::{Error, Result};
+use crate::inventory::Inventory;
 use crate::spec::{Root, Spec};
 use crate::state::{State, Store};
 
@@ -26,6 +27,9 @@ pub trait Step {
     /// Make the step true. Records what undo needs through `rec` *before*
     /// changing anything. Returns what changed (empty: nothing did).
     fn apply(&self, spec: &Spec, rec: &mut Recorder<'_>) -> Result<Vec<String>>;
+    /// Every object the step puts on the host for this spec, with its
+    /// inverse, for the change-control report. Reads nothing on the host.
+    fn inventory(&self, _spec: &Spec, _inv: &mut Inventory) {}
     /// Undo from the record alone (flags may differ at --disable time).
     /// Idempotent: whatever is already gone is skipped.
     fn revert(&self, undo: &Undo, data: &Value) -> Result<Vec<String>>;
@@ -179,6 +183,15 @@ pub fn plan_all(steps: &[Box<dyn Step>], spec: &Spec, state: Option<&State>) -> 
         .collect()
 }
 
+/// Every object the wanted steps put on the host, for this spec.
+pub fn inventory_all(steps: &[Box<dyn Step>], spec: &Spec) -> Inventory {
+    let mut inv = Inventory::default();
+    for step in steps.iter().filter(|s| s.wanted(spec)) {
+        step.inventory(spec, &mut inv);
+    }
+    inv
+}
+
 fn in_step(step: &'static str, op: &'static str, e: Error) -> Error {
     Error::Step {
         step,
@@ -193,8 +206,6 @@ mod tests {
     use std::rc::Rc;
 
     use super::*;
-    use crate::cli::{Cli, Command};
-    use clap::Parser;
 
     /// A step that records its calls in a shared log, so order and the
     /// write-ahead discipline can be checked without touching the host.
@@ -241,9 +252,7 @@ mod tests {
     }
 
     fn spec(root: &std::path::Path) -> Spec {
-        let argv = ["sandbox", "setup", "--root", root.to_str().expect("utf8")];
-        let Command::Setup(a) = Cli::parse_from(argv).command;
-        Spec::from_args(&a).expect("spec")
+        crate::testutil::spec(&["--root", root.to_str().expect("utf8")])
     }
 
     fn steps(log: &Rc<RefCell<Vec<String>>>, fail: Option<&str>, unwanted: Option<&str>) -> Vec<Box<dyn Step>> {

@@ -8,11 +8,15 @@ pub use error::{Error, Result};
 pub mod audit;
 pub mod cli;
 pub mod engine;
+pub mod inventory;
 pub mod firewall;
 pub mod policy;
 pub mod preflight;
+pub mod report;
 pub mod run;
 pub mod spec;
 pub mod status;
 pub mod state;
 pub mod steps;
+#[cfg(test)]
+pub mod testutil;

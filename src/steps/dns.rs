@@ -11,6 +11,7 @@ use serde_json::Value;
 
 use crate::engine::{data, Recorder, Step, Undo};
 use crate::error::{Error, Result};
+use crate::inventory::Inventory;
 use crate::spec::Spec;
 use crate::sys::files;
 
@@ -75,6 +76,13 @@ fn wanted_files(spec: &Spec) -> Vec<(PathBuf, String)> {
 impl Step for DnsFiles {
     fn id(&self) -> &'static str {
         "dns"
+    }
+
+    fn inventory(&self, spec: &Spec, inv: &mut Inventory) {
+        for (path, body) in wanted_files(spec) {
+            let inverse = "removed if unedited (an edited one is kept); a file there before is restored";
+            inv.file(self.id(), &path, "root", 0o644, body.as_bytes(), inverse);
+        }
     }
 
     fn plan(&self, spec: &Spec, _rec: Option<&Value>) -> Result<Vec<String>> {
@@ -154,14 +162,9 @@ impl Step for DnsFiles {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cli::{Cli, Command};
-    use clap::Parser;
 
     fn spec(extra: &[&str]) -> Spec {
-        let mut argv = vec!["sandbox", "setup"];
-        argv.extend_from_slice(extra);
-        let Command::Setup(a) = Cli::parse_from(argv).command;
-        Spec::from_args(&a).expect("valid spec")
+        crate::testutil::spec(extra)
     }
 
     #[test]

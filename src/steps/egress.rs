@@ -10,6 +10,7 @@ use serde_json::Value;
 use crate::engine::{data, Recorder, Step, Undo};
 use crate::error::Result;
 use crate::firewall::generate;
+use crate::inventory::Inventory;
 use crate::spec::Spec;
 use crate::sys::{netns, nft};
 
@@ -24,6 +25,16 @@ struct Record {
 impl Step for EgressRules {
     fn id(&self) -> &'static str {
         "egress"
+    }
+
+    fn inventory(&self, spec: &Spec, inv: &mut Inventory) {
+        let place = format!("inside {}", spec.net.netns);
+        inv.table(
+            self.id(),
+            &place,
+            &generate::netns_table(spec),
+            "goes with the namespace",
+        );
     }
 
     fn plan(&self, spec: &Spec, _rec: Option<&Value>) -> Result<Vec<String>> {

@@ -10,6 +10,7 @@ use serde_json::Value;
 use super::home::{self, FileSet};
 use crate::engine::{data, Recorder, Step, Undo};
 use crate::error::Result;
+use crate::inventory::Inventory;
 use crate::spec::Spec;
 
 pub struct Extras;
@@ -42,6 +43,12 @@ fn wanted(spec: &Spec) -> Vec<(PathBuf, String, u32)> {
 impl Step for Extras {
     fn id(&self) -> &'static str {
         "extras"
+    }
+
+    fn inventory(&self, spec: &Spec, inv: &mut Inventory) {
+        for (p, body, mode) in wanted(spec) {
+            inv.file(self.id(), &p, &spec.name, mode, body.as_bytes(), "removed if unchanged");
+        }
     }
 
     fn plan(&self, spec: &Spec, rec: Option<&Value>) -> Result<Vec<String>> {

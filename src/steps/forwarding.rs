@@ -7,6 +7,7 @@ use serde_json::Value;
 
 use crate::engine::{data, Recorder, Step, Undo};
 use crate::error::Result;
+use crate::inventory::Inventory;
 use crate::spec::Spec;
 use crate::sys::sysctl;
 
@@ -23,6 +24,15 @@ struct Record {
 impl Step for Forwarding {
     fn id(&self) -> &'static str {
         "forwarding"
+    }
+
+    fn inventory(&self, _spec: &Spec, inv: &mut Inventory) {
+        inv.sysctl(
+            self.id(),
+            &sysctl::display(IP_FORWARD),
+            "1",
+            "the value found before setup, and every net.ipv4.conf.*.forwarding, restored",
+        );
     }
 
     fn wanted(&self, spec: &Spec) -> bool {

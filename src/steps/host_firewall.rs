@@ -8,6 +8,7 @@ use serde_json::Value;
 use crate::engine::{data, Recorder, Step, Undo};
 use crate::error::Result;
 use crate::firewall::generate;
+use crate::inventory::Inventory;
 use crate::spec::Spec;
 use crate::sys::nft;
 
@@ -21,6 +22,12 @@ struct Record {
 impl Step for HostRules {
     fn id(&self) -> &'static str {
         "host-firewall"
+    }
+
+    fn inventory(&self, spec: &Spec, inv: &mut Inventory) {
+        let t = generate::host_table(spec);
+        let inverse = format!("delete table inet {}; nothing else in the ruleset is touched", t.name);
+        inv.table(self.id(), "host", &t, &inverse);
     }
 
     fn wanted(&self, spec: &Spec) -> bool {

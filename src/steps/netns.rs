@@ -8,6 +8,7 @@ use serde_json::Value;
 
 use crate::engine::{data, Recorder, Step, Undo};
 use crate::error::Result;
+use crate::inventory::Inventory;
 use crate::spec::Spec;
 use crate::sys::files;
 use crate::sys::netns::{self, DirChanges};
@@ -27,6 +28,17 @@ struct Record {
 impl Step for Netns {
     fn id(&self) -> &'static str {
         "netns"
+    }
+
+    fn inventory(&self, spec: &Spec, inv: &mut Inventory) {
+        let path = spec.root.netns_path(&spec.net.netns);
+        inv.object(
+            self.id(),
+            "namespace",
+            &spec.net.netns,
+            &format!("network namespace bind-mounted at {}, lo up", path.display()),
+            "unmount and unlink; the netns directory too if setup made it",
+        );
     }
 
     fn plan(&self, spec: &Spec, _rec: Option<&Value>) -> Result<Vec<String>> {

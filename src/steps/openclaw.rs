@@ -24,6 +24,7 @@ use serde_json::{json, Map, Value};
 use super::home;
 use crate::engine::{data, Recorder, Step, Undo};
 use crate::error::{Error, Result};
+use crate::inventory::Inventory;
 use crate::spec::Spec;
 use crate::sys::{files, owner};
 
@@ -244,6 +245,27 @@ impl Step for OpenclawJson {
         "openclaw"
     }
 
+    fn inventory(&self, spec: &Spec, inv: &mut Inventory) {
+        let p = path(spec);
+        let keys: Vec<String> = our_keys(spec).into_iter().map(|(k, _)| k.join(".")).collect();
+        inv.file_generated(
+            self.id(),
+            &p,
+            &spec.name,
+            None,
+            &format!("patched at apply: sets {}; owner and mode kept", keys.join(", ")),
+            "original restored byte for byte from the .bak if unedited; else only our keys removed",
+        );
+        inv.file_generated(
+            self.id(),
+            &bak_of(&p),
+            &spec.name,
+            None,
+            "copy of the original, written once before the first patch",
+            "removed once the original is restored",
+        );
+    }
+
     fn plan(&self, spec: &Spec, rec: Option<&Value>) -> Result<Vec<String>> {
         let p = path(spec);
         let uid = home::owner(spec).map(|o| o.uid).unwrap_or(0);
@@ -390,14 +412,9 @@ impl Step for OpenclawJson {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cli::{Cli, Command};
-    use clap::Parser;
 
     fn spec(extra: &[&str]) -> Spec {
-        let mut argv = vec!["sandbox", "setup"];
-        argv.extend_from_slice(extra);
-        let Command::Setup(a) = Cli::parse_from(argv).command;
-        Spec::from_args(&a).expect("valid spec")
+        crate::testutil::spec(extra)
     }
 
     const ORIGINAL: &str = r#"{"master_key": "k", "gateway": {"mode": "local", "port": 1}, "agents": {"x": 1}}"#;

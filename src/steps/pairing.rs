@@ -19,6 +19,7 @@ use serde_json::{json, Value};
 use super::home;
 use crate::engine::{data, Recorder, Step, Undo};
 use crate::error::{Error, Result};
+use crate::inventory::Inventory;
 use crate::spec::Spec;
 use crate::sys::files;
 use crate::sys::owner::{self, Owner};
@@ -125,6 +126,37 @@ fn read_opt(p: &std::path::Path) -> Result<Option<Vec<u8>>> {
 impl Step for Pairing {
     fn id(&self) -> &'static str {
         "pairing"
+    }
+
+    fn inventory(&self, spec: &Spec, inv: &mut Inventory) {
+        let (key, public, registry, env) = paths(spec);
+        let kept = "kept (an existing key or token is reused, never replaced)";
+        let id = self.id();
+        inv.file_generated(
+            id,
+            &key,
+            &spec.name,
+            Some(0o600),
+            "Ed25519 private key, generated at apply",
+            kept,
+        );
+        inv.file_generated(id, &public, &spec.name, Some(0o644), "its public key", kept);
+        inv.file_generated(
+            id,
+            &registry,
+            &spec.name,
+            Some(0o640),
+            "the public key registered for the sidecar",
+            kept,
+        );
+        inv.file_generated(
+            id,
+            &env,
+            &spec.name,
+            Some(0o600),
+            "random OPENCLAW_GATEWAY_TOKEN, if none is set",
+            kept,
+        );
     }
 
     fn wanted(&self, spec: &Spec) -> bool {

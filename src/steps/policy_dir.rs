@@ -21,6 +21,7 @@ use super::home::{self, Seeded};
 use crate::engine::{data, Recorder, Step, Undo};
 use crate::error::{Error, Result};
 use crate::firewall::generate::allowlist;
+use crate::inventory::Inventory;
 use crate::policy::{NOT_PUBLIC, PRESETS};
 use crate::spec::Spec;
 use crate::sys::files;
@@ -158,6 +159,21 @@ impl Step for PolicyDir {
         "policy"
     }
 
+    fn inventory(&self, spec: &Spec, inv: &mut Inventory) {
+        let d = dir(spec);
+        let bundle = bundle(spec);
+        let hashes: Vec<(String, String)> = bundle
+            .iter()
+            .map(|(p, t)| (p.clone(), files::sha256_hex(t.as_bytes())))
+            .collect();
+        let kept = "kept; an edited file is never overwritten";
+        for (p, t) in &bundle {
+            inv.file(self.id(), &d.join(p), &spec.name, FILE_MODE, t.as_bytes(), kept);
+        }
+        let m = manifest(spec, &hashes);
+        inv.file(self.id(), &d.join(MANIFEST), &spec.name, FILE_MODE, m.as_bytes(), kept);
+    }
+
     fn plan(&self, spec: &Spec, rec: Option<&Value>) -> Result<Vec<String>> {
         let d = dir(spec);
         let mut ours = read_written(&d);
@@ -259,17 +275,12 @@ impl Step for PolicyDir {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cli::{Cli, Command};
     use crate::firewall::generate::Allow;
     use crate::policy::Protocol;
-    use clap::Parser;
     use std::net::Ipv4Addr;
 
     fn spec(extra: &[&str]) -> Spec {
-        let mut argv = vec!["sandbox", "setup"];
-        argv.extend_from_slice(extra);
-        let Command::Setup(a) = Cli::parse_from(argv).command;
-        Spec::from_args(&a).expect("valid spec")
+        crate::testutil::spec(extra)
     }
 
     /// What the firewall generator says about one destination.

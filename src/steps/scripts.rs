@@ -11,6 +11,7 @@ use serde_json::Value;
 use super::home::{self, FileSet};
 use crate::engine::{data, Recorder, Step, Undo};
 use crate::error::Result;
+use crate::inventory::Inventory;
 use crate::spec::Spec;
 
 pub struct Scripts;
@@ -134,6 +135,12 @@ impl Step for Scripts {
         "scripts"
     }
 
+    fn inventory(&self, spec: &Spec, inv: &mut Inventory) {
+        for (p, body, mode) in wanted(spec) {
+            inv.file(self.id(), &p, &spec.name, mode, body.as_bytes(), "removed if unedited");
+        }
+    }
+
     fn plan(&self, spec: &Spec, rec: Option<&Value>) -> Result<Vec<String>> {
         let r = rec.and_then(|v| serde_json::from_value::<FileSet>(v.clone()).ok());
         home::plan_files(&wanted(spec), r.as_ref())
@@ -155,15 +162,10 @@ impl Step for Scripts {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cli::{Cli, Command};
-    use clap::Parser;
     use std::process::Command as Proc;
 
     fn spec(extra: &[&str]) -> Spec {
-        let mut argv = vec!["sandbox", "setup"];
-        argv.extend_from_slice(extra);
-        let Command::Setup(a) = Cli::parse_from(argv).command;
-        Spec::from_args(&a).expect("valid spec")
+        crate::testutil::spec(extra)
     }
 
     fn shellcheck(name: &str, text: &str) {

@@ -18,6 +18,7 @@ use serde_json::Value;
 use super::home::{self, Seeded, Written};
 use crate::engine::{data, Recorder, Step, Undo};
 use crate::error::{Error, Result};
+use crate::inventory::Inventory;
 use crate::spec::Spec;
 use crate::sys::owner::{self, Owner};
 use crate::sys::{files, users};
@@ -102,6 +103,31 @@ fn wanted_files(spec: &Spec) -> Vec<(PathBuf, String)> {
 impl Step for User {
     fn id(&self) -> &'static str {
         "user"
+    }
+
+    fn inventory(&self, spec: &Spec, inv: &mut Inventory) {
+        let h = home::dir(spec);
+        inv.object(
+            self.id(),
+            "user",
+            &spec.name,
+            &format!(
+                "system user and group {0}, shell /bin/bash, home {1} (0750, owner {0})",
+                spec.name,
+                h.display()
+            ),
+            "kept (holds data); --disable --purge removes user, group and home if setup made them",
+        );
+        for (path, body) in wanted_files(spec) {
+            inv.file(
+                self.id(),
+                &path,
+                &spec.name,
+                0o644,
+                body.as_bytes(),
+                "removed if unedited",
+            );
+        }
     }
 
     fn plan(&self, spec: &Spec, _rec: Option<&Value>) -> Result<Vec<String>> {
@@ -307,14 +333,9 @@ impl Step for User {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cli::{Cli, Command};
-    use clap::Parser;
 
     pub(crate) fn spec(extra: &[&str]) -> Spec {
-        let mut argv = vec!["sandbox", "setup"];
-        argv.extend_from_slice(extra);
-        let Command::Setup(a) = Cli::parse_from(argv).command;
-        Spec::from_args(&a).expect("valid spec")
+        crate::testutil::spec(extra)
     }
 
     #[test]

@@ -10,6 +10,7 @@ use serde_json::Value;
 
 use crate::engine::{data, Recorder, Step, Undo};
 use crate::error::{Error, Result};
+use crate::inventory::Inventory;
 use crate::spec::Spec;
 use crate::sys::netlink::Netlink;
 
@@ -33,6 +34,40 @@ pub fn alias(name: &str) -> String {
 impl Step for Veth {
     fn id(&self) -> &'static str {
         "veth"
+    }
+
+    fn inventory(&self, spec: &Spec, inv: &mut Inventory) {
+        let n = &spec.net;
+        let gone = format!("deleting {} takes the peer and its route", n.host_if);
+        inv.object(
+            self.id(),
+            "link",
+            &n.host_if,
+            &format!(
+                "veth, host end, {}/{}, up, alias {}",
+                n.host_ip,
+                n.prefix,
+                alias(&spec.name)
+            ),
+            &format!("delete {}", n.host_if),
+        );
+        inv.object(
+            self.id(),
+            "link",
+            &format!("{} in {}", n.peer_if, n.netns),
+            &format!(
+                "veth peer created inside the namespace, {}/{}, up",
+                n.sandbox_ip, n.prefix
+            ),
+            &gone,
+        );
+        inv.object(
+            self.id(),
+            "route",
+            &format!("default in {}", n.netns),
+            &format!("via {}", n.host_ip),
+            &gone,
+        );
     }
 
     fn plan(&self, spec: &Spec, rec: Option<&Value>) -> Result<Vec<String>> {

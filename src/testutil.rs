@@ -1,0 +1,21 @@
+//! Helpers for unit tests: one way to get a `Spec` from setup flags.
+
+use clap::Parser;
+
+use crate::cli::{Cli, Command, SetupArgs};
+use crate::spec::Spec;
+
+/// `sandbox setup <flags>`, parsed.
+pub fn args(flags: &[&str]) -> SetupArgs {
+    let argv = ["sandbox", "setup"].iter().chain(flags);
+    match Cli::parse_from(argv).command {
+        Command::Setup(a) => a,
+        #[allow(unreachable_patterns)]
+        _ => unreachable!("parsed as setup"),
+    }
+}
+
+/// A validated spec for `sandbox setup <flags>`; panics on invalid flags.
+pub fn spec(flags: &[&str]) -> Spec {
+    Spec::from_args(&args(flags)).unwrap_or_else(|e| panic!("flags {flags:?}: {e}"))
+}
