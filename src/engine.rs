@@ -27,6 +27,11 @@ pub trait Step {
     /// Make the step true. Records what undo needs through `rec` *before*
     /// changing anything. Returns what changed (empty: nothing did).
     fn apply(&self, spec: &Spec, rec: &mut Recorder<'_>) -> Result<Vec<String>>;
+    /// What would stop `apply`, found before any step changes anything.
+    /// Reads only.
+    fn preflight(&self, _spec: &Spec) -> Vec<Error> {
+        vec![]
+    }
     /// Every object the step puts on the host for this spec, with its
     /// inverse, for the change-control report. Reads nothing on the host.
     fn inventory(&self, _spec: &Spec, _inv: &mut Inventory) {}
@@ -180,6 +185,15 @@ pub fn plan_all(steps: &[Box<dyn Step>], spec: &Spec, state: Option<&State>) -> 
             };
             Outcome { step: id, changes }
         })
+        .collect()
+}
+
+/// Every wanted step's preflight problems, in step order.
+pub fn preflight_all(steps: &[Box<dyn Step>], spec: &Spec) -> Vec<Error> {
+    steps
+        .iter()
+        .filter(|s| s.wanted(spec))
+        .flat_map(|s| s.preflight(spec))
         .collect()
 }
 

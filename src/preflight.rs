@@ -67,6 +67,12 @@ pub fn for_setup(spec: &Spec, state: Option<&State>) -> Vec<Error> {
             why,
             "install nftables: apt-get install nftables (or dnf install nftables); the kernel needs nf_tables",
         ));
+    } else if let Err(why) = nft::kernel_support() {
+        problems.push(Error::host(
+            "kernel nf_tables",
+            why,
+            "load it (modprobe nf_tables) or boot a kernel built with CONFIG_NF_TABLES",
+        ));
     }
     match address_clashes(spec, state) {
         Ok(found) => problems.extend(found),
@@ -76,6 +82,7 @@ pub fn for_setup(spec: &Spec, state: Option<&State>) -> Vec<Error> {
         Ok(found) => problems.extend(found),
         Err(e) => problems.push(e),
     }
+    problems.extend(crate::engine::preflight_all(&crate::steps::all(), spec));
     problems
 }
 

@@ -26,7 +26,7 @@ use crate::engine::{data, Recorder, Step, Undo};
 use crate::error::{Error, Result};
 use crate::inventory::Inventory;
 use crate::spec::Spec;
-use crate::sys::{files, owner};
+use crate::sys::{files, owner, users};
 
 pub struct OpenclawJson;
 
@@ -240,6 +240,18 @@ fn read_checked(p: &Path, spec: &Spec, uid: u32) -> Result<(Vec<u8>, fs::Metadat
     Ok((bytes, m))
 }
 
+/// The file as OpenClaw left it, if we may patch it: ours to write, valid
+/// JSON, and holding the defaults of a first run (`master_key`).
+fn materialized(spec: &Spec, uid: u32) -> Result<(Vec<u8>, fs::Metadata, Value)> {
+    let p = path(spec);
+    let (bytes, meta) = read_checked(&p, spec, uid)?;
+    let doc = parse(&p, &bytes)?;
+    if !has_master_key(&doc) {
+        return Err(master_key_missing(&p, spec));
+    }
+    Ok((bytes, meta, doc))
+}
+
 impl Step for OpenclawJson {
     fn id(&self) -> &'static str {
         "openclaw"
@@ -285,15 +297,24 @@ impl Step for OpenclawJson {
         Ok(vec![format!("set {} in {}", keys.join(", "), p.display())])
     }
 
+    /// Only once the user exists: before that, the first setup must be
+    /// let through to create it (README, "The first run").
+    fn preflight(&self, spec: &Spec) -> Vec<Error> {
+        match users::user(&spec.root, &spec.name) {
+            Ok(Some(_)) => match home::owner(spec).and_then(|who| materialized(spec, who.uid)) {
+                Ok(_) => vec![],
+                Err(e) => vec![e],
+            },
+            Ok(None) => vec![],
+            Err(e) => vec![e],
+        }
+    }
+
     fn apply(&self, spec: &Spec, rec: &mut Recorder<'_>) -> Result<Vec<String>> {
         let who = home::owner(spec)?;
         let p = path(spec);
         let bak = bak_of(&p);
-        let (bytes, meta) = read_checked(&p, spec, who.uid)?;
-        let doc = parse(&p, &bytes)?;
-        if !has_master_key(&doc) {
-            return Err(master_key_missing(&p, spec));
-        }
+        let (bytes, meta, doc) = materialized(spec, who.uid)?;
         let mut r = rec.get::<Record>().unwrap_or_default();
         let first = r.original_sha256.is_empty();
         let (new, owned) = patch(&unpatch(&doc, &r.owned), &our_keys(spec));

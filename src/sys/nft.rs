@@ -95,6 +95,19 @@ pub fn available() -> std::result::Result<(), String> {
     }
 }
 
+/// The kernel has nf_tables: loaded or built in shows under /sys/module.
+/// Otherwise ask `nft` once, which makes the kernel load the module.
+pub fn kernel_support() -> std::result::Result<(), String> {
+    if std::path::Path::new("/sys/module/nf_tables").exists() {
+        return Ok(());
+    }
+    match helper::get_current_ruleset_raw(Some(NFT), ["list", "tables"]) {
+        Ok(_) => Ok(()),
+        Err(NftablesError::NftFailed { stderr, .. }) => Err(format!("`nft list tables` failed: {}", stderr.trim())),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 fn run(batch: &Nftables, op: &str) -> Result<()> {
     let payload = serde_json::to_string(batch).map_err(|e| Error::Nft {
         op: op.into(),
