@@ -265,3 +265,136 @@ fn disable_while_locked_exits_4_and_keeps_the_sandbox() {
     host.disable_ok();
     before.assert_restored(&host.snapshot(), "--disable once the lock was free");
 }
+
+/// The rest of the bad-input matrix: more flags, policy files, file
+/// contents and host states. With `bad_flags_exit_2_and_change_nothing` and
+/// the tests above it covers more than 30 distinct bad inputs, each with its
+/// documented exit code (README, "Exit codes") and the host unchanged.
+#[test]
+fn more_bad_flags_and_policy_files_exit_2() {
+    let Some(host) = FakeHost::new() else { return };
+    let dir = tempfile::tempdir().expect("tempdir for policy files");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let policy = |name: &str, body: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, body).expect("write policy");
+        p.to_str().expect("utf8").to_string()
+    };
+    let v6 = policy(
+        "v6.toml",
+        "description = \"x\"\n[[destination]]\nto = \"2001:db8::/32\"\nprotocol = \"tcp\"\nports = [443]\nwhy = \"v6\"\n",
+    );
+    let same_ports = policy("same.toml", "description = \"x\"\n[sidecar]\ngateway_port = 4000\n");
+    let no_ports = policy(
+        "noports.toml",
+        "description = \"x\"\n[[destination]]\nto = \"public\"\nprotocol = \"tcp\"\nports = []\nwhy = \"web\"\n",
+    );
+    let garbage = policy("garbage.toml", "\u{1}\u{2} this is { not toml\n");
+    let host_bits = policy(
+        "hostbits.toml",
+        "description = \"x\"\n[[destination]]\nto = \"10.1.2.3/8\"\nprotocol = \"tcp\"\nports = [1]\nwhy = \"y\"\n",
+    );
+    let a_dir = dir.path().to_str().expect("utf8").to_string() + "/";
+    let file_root = dir.path().join("not-a-dir");
+    std::fs::write(&file_root, "").expect("write");
+    let file_root = file_root.to_str().expect("utf8").to_string();
+    let before = host.snapshot();
+    let cases: Vec<(Vec<&str>, Vec<&str>)> = vec![
+        (
+            vec!["--sandbox-home", "home/sandbox"],
+            vec!["--sandbox-home", "absolute"],
+        ),
+        (
+            vec!["--sandbox-home", "/"],
+            vec!["--sandbox-home", "absolute path below"],
+        ),
+        (vec!["--sandbox-home", "/home/../etc"], vec!["--sandbox-home", ".."]),
+        (vec!["--name", "9lives"], vec!["9lives", "not a valid"]),
+        (vec!["--dns", ""], vec!["--dns", "not an IP"]),
+        (vec!["--policy", ""], vec!["unknown preset"]),
+        (vec!["--policy", &v6], vec![&v6, "IPv6"]),
+        (vec!["--policy", &same_ports], vec![&same_ports, "both 4000"]),
+        (vec!["--policy", &no_ports], vec![&no_ports, "ports is empty"]),
+        (vec!["--policy", &garbage], vec![&garbage, "line 1"]),
+        (vec!["--policy", &host_bits], vec![&host_bits, "host bits"]),
+        (vec!["--policy", &a_dir], vec!["cannot read the policy file"]),
+    ];
+    for (flags, needles) in &cases {
+        let run = host.sandbox(&setup_args(&host, flags));
+        assert_refused(&host, &before, &run, 2, needles);
+    }
+    // --root is taken before the other flags: a plain file is refused too.
+    let run = host.sandbox(&["setup", "--root", &file_root, "--non-interactive", "--dns", DNS_A]);
+    assert_refused(&host, &before, &run, 2, &["--root", "not an existing directory"]);
+
+    // Usage errors come from the argument parser: exit 2 and a pointer to --help.
+    for argv in [
+        vec!["setup", "--root", host.root_str(), "--polcy", "strict"],
+        vec!["setup", "--root", host.root_str(), "--purge"],
+        vec!["setup", "--root", host.root_str(), "--openclaw-port"],
+    ] {
+        let run = host.sandbox(&argv);
+        assert_eq!(run.code, 2, "usage error must exit 2:\n{run}");
+        assert!(run.stderr.contains("--help"), "no pointer to --help:\n{run}");
+        before.assert_same(&host.snapshot(), &format!("after `{}`", argv.join(" ")));
+    }
+}
+
+#[test]
+fn bad_file_contents_on_the_host_exit_3_or_5_and_change_nothing() {
+    let Some(host) = FakeHost::new() else { return };
+    let json = host.root().join("home/sandbox/.openclaw/openclaw.json");
+    let original = std::fs::read(&json).expect("seeded openclaw.json");
+    let cases: &[(&[u8], &[&str])] = &[
+        (b"{\"master_key\": \"k\",\n  oops\n}\n", &["malformed JSON", "line 2"]),
+        (
+            b"{\"gateway\": {\"mode\": \"local\"}}\n",
+            &["master_key not found", "openclaw --version"],
+        ),
+        (b"", &["malformed JSON"]),
+    ];
+    for (body, needles) in cases {
+        std::fs::write(&json, body).expect("write openclaw.json");
+        let before = host.snapshot();
+        let run = host.sandbox(&setup_args(&host, &[]));
+        assert_refused(&host, &before, &run, 3, needles);
+    }
+    // A link planted where openclaw.json should be.
+    std::fs::remove_file(&json).expect("rm");
+    std::os::unix::fs::symlink(host.root().join("etc/passwd"), &json).expect("symlink");
+    let before = host.snapshot();
+    let run = host.sandbox(&setup_args(&host, &[]));
+    assert_refused(&host, &before, &run, 3, &["symbolic link"]);
+    std::fs::remove_file(&json).expect("rm link");
+    std::fs::write(&json, &original).expect("restore");
+
+    // A corrupt state record: exit 5, for setup and --disable alike.
+    let state_dir = host.root().join("var/lib/sandbox/sandbox");
+    std::fs::create_dir_all(&state_dir).expect("mkdir");
+    std::fs::write(state_dir.join("state.json"), "{\"version\": 1, \"steps\": [tru").expect("write");
+    let before = host.snapshot();
+    let run = host.sandbox(&setup_args(&host, &[]));
+    assert_refused(&host, &before, &run, 5, &["state.json", "unreadable"]);
+    let run = host.sandbox(&["setup", "--root", host.root_str(), "--disable", "--non-interactive"]);
+    assert_refused(&host, &before, &run, 5, &["state.json", "unreadable"]);
+}
+
+#[test]
+fn a_foreign_namespace_with_our_name_exits_3() {
+    let Some(host) = FakeHost::new() else { return };
+    let ns = host.sandbox_netns();
+    std::fs::create_dir_all(ns.parent().expect("parent")).expect("mkdir");
+    std::fs::write(&ns, "").expect("touch");
+    let path = ns.to_str().expect("utf8").to_string();
+    host.must(Ns::Host, &["unshare", &format!("--net={path}"), "true"]);
+    let before = host.snapshot();
+    let run = host.sandbox(&setup_args(&host, &[]));
+    assert_refused(
+        &host,
+        &before,
+        &run,
+        3,
+        &["network namespace sandbox0", "no state record"],
+    );
+    host.must(Ns::Host, &["umount", &path]);
+}
