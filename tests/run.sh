@@ -30,4 +30,4 @@ cargo clippy --all-targets --quiet -- -D warnings
 echo "== cargo test (unit + root integration)"
 cargo test --all-targets
 echo "== shellcheck"
-shellcheck tests/run.sh tests/bench/network.sh .ci/run
+shellcheck tests/run.sh tests/bench/*.sh .ci/run
