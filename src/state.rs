@@ -95,7 +95,9 @@ impl Store {
                     saved: Default::default(),
                     _lock: lock,
                 };
-                let mut state = store.load()?.unwrap_or_else(|| State {
+                let loaded = store.load()?;
+                let fresh = loaded.is_none();
+                let mut state = loaded.unwrap_or_else(|| State {
                     version: VERSION,
                     name: name.into(),
                     ..State::default()
@@ -104,6 +106,12 @@ impl Store {
                     if !state.created_dirs.contains(&d) {
                         state.created_dirs.push(d);
                     }
+                }
+                // Write-ahead for the directories just made: a run that
+                // fails (or is killed) before its first step still leaves a
+                // record, so --disable removes them.
+                if fresh {
+                    store.save(&state)?;
                 }
                 Ok((store, state))
             }
