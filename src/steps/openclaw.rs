@@ -317,13 +317,16 @@ impl Step for OpenclawJson {
         let (bytes, meta, doc) = materialized(spec, who.uid)?;
         let mut r = rec.get::<Record>().unwrap_or_default();
         let first = r.original_sha256.is_empty();
+        // A run killed between recording the backup and writing it: the
+        // file is still the original, so the backup is written now.
+        let bak_pending = !first && r.bak_ours && !bak.exists() && files::sha256_hex(&bytes) == r.original_sha256;
         let (new, owned) = patch(&unpatch(&doc, &r.owned), &our_keys(spec));
         let text = render(&new);
         if text.as_bytes() == bytes.as_slice() {
             return Ok(vec![]);
         }
         let mut out = Vec::new();
-        if first {
+        if first || bak_pending {
             r.path = p.clone();
             r.bak = bak.clone();
             r.original_sha256 = files::sha256_hex(&bytes);
