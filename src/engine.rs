@@ -38,6 +38,14 @@ pub trait Step {
     /// Undo from the record alone (flags may differ at --disable time).
     /// Idempotent: whatever is already gone is skipped.
     fn revert(&self, undo: &Undo, data: &Value) -> Result<Vec<String>>;
+    /// `--disable` without a state record (it was removed or lost): remove
+    /// what this step makes that carries our mark and a name derived from
+    /// `name`, from nothing else. Says what it removed, and what it had to
+    /// leave and why. Default: nothing (the step's objects cannot be told
+    /// apart from the operator's without the record).
+    fn sweep(&self, _undo: &Undo, _name: &str) -> Result<Vec<String>> {
+        Ok(Vec::new())
+    }
 }
 
 /// What a revert may know beyond its own record.
@@ -76,7 +84,8 @@ impl Recorder<'_> {
             fix: "report this as a bug".into(),
         })?;
         self.state.put(self.id, false, value);
-        self.store.save(self.state)
+        self.store.save(self.state)?;
+        crate::fault::after_put(self.id)
     }
 }
 
@@ -114,7 +123,9 @@ pub fn apply_all(
         let id = step.id();
         let changes = if step.wanted(spec) {
             let mut rec = Recorder { id, state, store };
+            crate::fault::before_apply(id).map_err(|e| in_step(id, "apply", e))?;
             let changes = step.apply(spec, &mut rec).map_err(|e| in_step(id, "apply", e))?;
+            crate::fault::after_apply(id);
             // Marked done in memory only: the next write-ahead (or the final
             // save) carries it. A crash before then leaves it "under way",
             // which re-run and --disable treat the same way.
@@ -158,6 +169,7 @@ pub fn revert_all(
         let Some(r) = state.get(id) else { continue };
         let data = r.data.clone();
         let changes = step.revert(undo, &data).map_err(|e| in_step(id, "revert", e))?;
+        crate::fault::after_revert(id);
         state.remove(id);
         store.save(state)?;
         let o = Outcome { step: id, changes };
@@ -165,6 +177,37 @@ pub fn revert_all(
         out.push(o);
     }
     Ok(out)
+}
+
+/// `--disable` without a state record: every step sweeps what carries our
+/// mark and a name derived from `name`, last step first. A step that fails
+/// does not stop the others; the first error is returned at the end.
+pub fn sweep_all(
+    steps: &[Box<dyn Step>],
+    undo: &Undo,
+    name: &str,
+    report: &mut dyn FnMut(&Outcome),
+) -> Result<Vec<Outcome>> {
+    let mut out = Vec::new();
+    let mut first_err = None;
+    for step in steps.iter().rev() {
+        let id = step.id();
+        match step.sweep(undo, name) {
+            Ok(changes) if changes.is_empty() => {}
+            Ok(changes) => {
+                let o = Outcome { step: id, changes };
+                report(&o);
+                out.push(o);
+            }
+            Err(e) => {
+                first_err.get_or_insert(in_step(id, "sweep", e));
+            }
+        }
+    }
+    match first_err {
+        Some(e) => Err(e),
+        None => Ok(out),
+    }
 }
 
 /// Every change `apply_all` would make, step by step. A step that cannot

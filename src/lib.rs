@@ -8,6 +8,7 @@ pub use error::{Error, Result};
 pub mod audit;
 pub mod cli;
 pub mod engine;
+pub mod fault;
 pub mod inventory;
 pub mod firewall;
 pub mod policy;

@@ -1174,3 +1174,103 @@ pub fn real_host_state() -> Vec<String> {
     }
     out
 }
+
+// ---- crash and fault tests (additions) ----------------------------------
+
+impl FakeHost {
+    /// `sandbox setup --root <root> --non-interactive --no-systemd <flags>`
+    /// with extra environment variables (`SANDBOX_FAULT`, say).
+    pub fn setup_env(&self, env: &[(&str, &str)], flags: &[&str]) -> Run {
+        let mut args = vec!["setup", "--root", self.root_str(), "--non-interactive", "--no-systemd"];
+        args.extend_from_slice(flags);
+        self.sandbox_with(&[], env, &args)
+    }
+
+    /// `--disable` with extra environment variables and flags.
+    pub fn disable_env(&self, env: &[(&str, &str)], flags: &[&str]) -> Run {
+        let mut args = vec!["setup", "--root", self.root_str(), "--disable", "--non-interactive"];
+        args.extend_from_slice(flags);
+        self.sandbox_with(&[], env, &args)
+    }
+
+    /// `<root>/var/lib/sandbox/<name>/state.json`.
+    pub fn state_file(&self, name: &str) -> PathBuf {
+        self.root.join("var/lib/sandbox").join(name).join("state.json")
+    }
+
+    /// Run a shell snippet in the fake host (its net and mount namespace);
+    /// returns its output whatever the exit code.
+    pub fn sh(&self, script: &str) -> Output {
+        self.cmd(Ns::Host, &["sh", "-ec", script], None)
+    }
+
+    /// A shell snippet in the fake host that must succeed; returns stdout.
+    #[track_caller]
+    pub fn sh_ok(&self, script: &str) -> String {
+        let out = self.sh(script);
+        assert!(
+            out.status.success(),
+            "sh -ec {script:?} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+/// Every file under `root` whose name says it is a temp file of an atomic
+/// write (`.NAME.sandbox-tmp`): there must never be one after a run.
+pub fn temp_files(root: &Path) -> Vec<PathBuf> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        let Ok(entries) = std::fs::read_dir(dir) else { return };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.file_name()
+                .is_some_and(|n| n.to_string_lossy().ends_with(".sandbox-tmp"))
+            {
+                out.push(p.clone());
+            }
+            if std::fs::symlink_metadata(&p).is_ok_and(|m| m.is_dir()) {
+                walk(&p, out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(root, &mut out);
+    out
+}
+
+impl Snapshot {
+    /// The snapshot with what differs between two equal setups masked:
+    /// interface indexes and MAC addresses (a re-created veth gets new
+    /// ones), the IPv6 link-local addresses derived from them, and the
+    /// audit log (kept by design, it grows with every run).
+    pub fn comparable(&self) -> Snapshot {
+        const VOLATILE: &[&str] = &["ifindex", "link_index", "address", "broadcast", "link_netnsid"];
+        let mut s = self.without_kept();
+        if let Some(links) = s.sections.get_mut("links") {
+            for line in links.iter_mut() {
+                if let Ok(serde_json::Value::Object(mut o)) = serde_json::from_str::<serde_json::Value>(line) {
+                    for k in VOLATILE {
+                        if o.contains_key(*k) {
+                            o.insert((*k).to_string(), "<masked>".into());
+                        }
+                    }
+                    *line = serde_json::Value::Object(o).to_string();
+                }
+            }
+        }
+        for sec in ["addresses", "routes6"] {
+            if let Some(lines) = s.sections.get_mut(sec) {
+                for line in lines.iter_mut() {
+                    if let Some(i) = line.find("fe80::") {
+                        let end = line[i..].find('"').map_or(line.len(), |e| i + e);
+                        line.replace_range(i..end, "fe80::<masked>");
+                    }
+                }
+                lines.sort();
+            }
+        }
+        s
+    }
+}
