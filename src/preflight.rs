@@ -74,6 +74,11 @@ pub fn for_setup(spec: &Spec, state: Option<&State>) -> Vec<Error> {
             "load it (modprobe nf_tables) or boot a kernel built with CONFIG_NF_TABLES",
         ));
     }
+    // The record as it is now, not as it was read before preflight began:
+    // a run racing us on this name writes its record ahead of making its
+    // objects, so they are not taken for someone else's.
+    let fresh = crate::state::Store::peek(&spec.root, &spec.name).ok().flatten();
+    let state = fresh.as_ref().or(state);
     match address_clashes(spec, state) {
         Ok(found) => problems.extend(found),
         Err(e) => problems.push(e),
@@ -119,8 +124,9 @@ fn foreign_objects(spec: &Spec, state: Option<&State>) -> crate::Result<Vec<Erro
                 ns_dir.join(&spec.net.netns).display()
             ),
             format!(
-                "if it is a leftover, delete it (ip netns del {}); otherwise pick another --name",
-                spec.net.netns
+                "if it is a leftover of this sandbox (its state record was lost), run `sandbox setup --disable \
+                 --name {}`, which removes what is named after it and carries our mark; otherwise pick another --name",
+                spec.name
             ),
         ));
     }

@@ -68,12 +68,10 @@ fn disable(args: &SetupArgs) -> Result<()> {
     if !args.dry_run {
         refuse_unprivileged()?;
     }
-    let Some(previous) = Store::peek(&root, &name)? else {
-        println!(
-            "sandbox {name}: no state record under {}: nothing to disable",
-            root.state_dir(&name).display()
-        );
-        return Ok(());
+    // No record, or one from a run that never reached its first step:
+    // sweep what is named after this sandbox and carries our mark.
+    let Some(previous) = Store::peek(&root, &name)?.filter(|p| !p.steps.is_empty()) else {
+        return sweep(args, &name, &root, &steps);
     };
     if args.dry_run {
         println!("sandbox {name}: --disable would revert, in this order:");
@@ -104,6 +102,56 @@ fn disable(args: &SetupArgs) -> Result<()> {
     let done = done?;
     store.remove(&state)?;
     println!("done: {} steps reverted; nothing of sandbox {name} is left", done.len());
+    Ok(())
+}
+
+/// `--disable` without a record (removed or lost behind our back): each
+/// step removes what carries our mark and a name derived from `name`
+/// (namespace, veth with our alias, our nft table, DNS files with our
+/// header), under the lock. What only the record could undo is said.
+fn sweep(args: &SetupArgs, name: &str, root: &spec::Root, steps: &[Box<dyn engine::Step>]) -> Result<()> {
+    let dir = root.state_dir(name);
+    if args.dry_run {
+        println!(
+            "sandbox {name}: no state record under {}: --disable would remove what is named after it \
+             and carries our mark (namespace, veth, nft table, DNS files)",
+            dir.display()
+        );
+        return Ok(());
+    }
+    if !args.non_interactive {
+        println!("sandbox {name}: no state record; --disable removes what is named after it and carries our mark");
+        confirm("Sweep?")?;
+    }
+    let (store, _state) = Store::open(root, name)?;
+    let undo = engine::Undo {
+        root: root.clone(),
+        purge: false,
+    };
+    let mut found = Vec::new();
+    let done = engine::sweep_all(steps, &undo, name, &mut |o| {
+        progress(o);
+        found.push(o.clone());
+    });
+    if !found.is_empty() {
+        let mut audit = AuditLog::open(root, name)?;
+        for o in &found {
+            audit.record("sweep", o)?;
+        }
+    }
+    done?;
+    store.remove_all()?;
+    if found.is_empty() {
+        println!(
+            "sandbox {name}: no state record under {}: nothing to disable",
+            dir.display()
+        );
+    } else {
+        println!(
+            "done: no state record, so what carries our mark was swept; kept: the user and the files \
+             in its home (their hashes were in the record, so they cannot be told from your edits)"
+        );
+    }
     Ok(())
 }
 

@@ -160,6 +160,26 @@ impl Store {
     }
 }
 
+impl Store {
+    /// `--disable` without a usable record: remove the record, the lock,
+    /// this sandbox's state directory and `/var/lib/sandbox` if empty. All
+    /// of them are ours by their names, whoever made the directories.
+    pub fn remove_all(self) -> Result<()> {
+        for f in [self.file(), self.dir.join("lock")] {
+            match std::fs::remove_file(&f) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io("remove", f, e)),
+            }
+        }
+        let mut dirs = vec![self.dir.clone()];
+        if let Some(parent) = self.dir.parent() {
+            dirs.insert(0, parent.to_path_buf());
+        }
+        files::remove_dirs(&dirs)
+    }
+}
+
 fn read(path: &Path) -> Result<Option<State>> {
     let bytes = match std::fs::read(path) {
         Ok(b) => b,

@@ -59,10 +59,12 @@ pub fn nsswitch_conf(spec: &Spec) -> String {
 }
 
 fn header(spec: &Spec) -> String {
-    format!(
-        "# Written by `sandbox setup --name {}`; `sandbox setup --disable` removes it.\n",
-        spec.name
-    )
+    header_for(&spec.name)
+}
+
+/// Our first line: it marks a file as ours when the record is lost.
+fn header_for(name: &str) -> String {
+    format!("# Written by `sandbox setup --name {name}`; `sandbox setup --disable` removes it.\n")
 }
 
 fn wanted_files(spec: &Spec) -> Vec<(PathBuf, String)> {
@@ -104,9 +106,16 @@ impl Step for DnsFiles {
         let wanted = wanted_files(spec);
         let mut out = Vec::new();
         if let Some(dir) = wanted.first().and_then(|(p, _)| p.parent()) {
-            for d in files::create_dirs(dir, 0o755)? {
-                r.created_dirs.push(d);
+            // Write-ahead: the directories are recorded before they exist.
+            let missing: Vec<PathBuf> = files::missing_dirs(dir)
+                .into_iter()
+                .filter(|d| !r.created_dirs.contains(d))
+                .collect();
+            if !missing.is_empty() {
+                r.created_dirs.extend(missing);
+                rec.put(&r)?;
             }
+            files::create_dirs(dir, 0o755)?;
         }
         for (path, body) in wanted {
             let sha = files::sha256_hex(body.as_bytes());
@@ -155,6 +164,36 @@ impl Step for DnsFiles {
             }
         }
         files::remove_dirs(&r.created_dirs)?;
+        Ok(out)
+    }
+
+    /// Files under `/etc/netns/<name>0/` that start with our header line are
+    /// ours; anything else there is left. What a file replaced was in the
+    /// lost record, so it cannot be put back. Empty directories go.
+    fn sweep(&self, undo: &Undo, name: &str) -> Result<Vec<String>> {
+        let etc_netns = undo.root.path("/etc/netns");
+        let dir = etc_netns.join(format!("{name}0"));
+        let mut out = Vec::new();
+        for file in ["resolv.conf", "nsswitch.conf"] {
+            let path = dir.join(file);
+            let text = match std::fs::read_to_string(&path) {
+                Ok(t) => t,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(Error::io("read", &path, e)),
+            };
+            if text.starts_with(&header_for(name)) {
+                std::fs::remove_file(&path).map_err(|e| Error::io("remove", &path, e))?;
+                out.push(format!("removed {} (our header line)", path.display()));
+            } else {
+                out.push(format!("left {}: it lacks our header line", path.display()));
+            }
+        }
+        if !out.is_empty() {
+            files::remove_dirs(&[etc_netns.clone(), dir.clone()])?;
+            if !dir.exists() {
+                out.push(format!("removed {} (empty)", dir.display()));
+            }
+        }
         Ok(out)
     }
 }

@@ -79,4 +79,18 @@ impl Step for Forwarding {
         }
         Ok(out)
     }
+
+    /// The old values were in the record: nothing can be restored, only said.
+    fn sweep(&self, _undo: &Undo, _name: &str) -> Result<Vec<String>> {
+        let now = sysctl::read(IP_FORWARD)?;
+        Ok(if now == "1" {
+            vec![format!(
+                "left {} = 1: its value before setup was in the lost record; \
+                 set it back by hand if setup turned it on (sysctl -w net.ipv4.ip_forward=0)",
+                sysctl::display(IP_FORWARD)
+            )]
+        } else {
+            vec![]
+        })
+    }
 }

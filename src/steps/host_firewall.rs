@@ -62,6 +62,16 @@ impl Step for HostRules {
         nft::delete_table(&r.table)?;
         Ok(vec![format!("deleted host table inet {}", r.table)])
     }
+
+    /// Table `inet sandbox_<name>` is ours by its name.
+    fn sweep(&self, _undo: &Undo, name: &str) -> Result<Vec<String>> {
+        let table = format!("sandbox_{name}");
+        if !nft::table_exists(&table)? {
+            return Ok(vec![]);
+        }
+        nft::delete_table(&table)?;
+        Ok(vec![format!("deleted host table inet {table}")])
+    }
 }
 
 fn describe(t: &crate::firewall::Table) -> String {

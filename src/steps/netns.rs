@@ -69,12 +69,25 @@ impl Step for Netns {
         // Write-ahead: the record names the namespace before it exists.
         rec.put(&r)?;
         if let Some(parent) = dir.parent() {
-            r.created_dirs.extend(files::create_dirs(parent, 0o755)?);
+            let missing = files::missing_dirs(parent);
+            if !missing.is_empty() {
+                r.created_dirs.extend(missing);
+                rec.put(&r)?;
+            }
+            files::create_dirs(parent, 0o755)?;
+        }
+        // A directory that does not exist yet will be made and made a shared
+        // mount point: say so before, or a crash inside `create` leaves both
+        // unrecorded. Both undo steps skip what is not there.
+        let prior = r.dir_changes;
+        if !dir.exists() {
+            r.dir_changes.created_dir = true;
+            r.dir_changes.made_mountpoint = true;
             rec.put(&r)?;
         }
         let did = netns::create(&dir, &spec.net.netns)?;
-        r.dir_changes.created_dir |= did.created_dir;
-        r.dir_changes.made_mountpoint |= did.made_mountpoint;
+        r.dir_changes.created_dir = prior.created_dir || did.created_dir;
+        r.dir_changes.made_mountpoint = prior.made_mountpoint || did.made_mountpoint;
         rec.put(&r)?;
         Ok(vec![format!(
             "created network namespace {} ({})",
@@ -91,6 +104,29 @@ impl Step for Netns {
         }
         netns::release_dir(&r.dir, r.dir_changes)?;
         files::remove_dirs(&r.created_dirs)?;
+        Ok(out)
+    }
+
+    /// `<root>/run/netns/<name>0` is named after this sandbox. Whether
+    /// setup made `/run/netns` (and its shared mount) is in the lost record;
+    /// an empty one holds nothing, and `ip netns add` makes it again.
+    fn sweep(&self, undo: &Undo, name: &str) -> Result<Vec<String>> {
+        let dir = undo.root.netns_dir();
+        let ns = format!("{name}0");
+        let mut out = Vec::new();
+        if netns::delete(&dir, &ns)? {
+            out.push(format!("deleted network namespace {ns} ({})", dir.join(&ns).display()));
+        }
+        let all = DirChanges {
+            created_dir: true,
+            made_mountpoint: true,
+        };
+        if !out.is_empty() && dir.exists() {
+            netns::release_dir(&dir, all)?;
+            if !dir.exists() {
+                out.push(format!("removed {} (empty)", dir.display()));
+            }
+        }
         Ok(out)
     }
 }

@@ -182,6 +182,24 @@ impl Step for Veth {
             vec![]
         })
     }
+
+    /// Link `<name>0` is ours only if it carries our alias.
+    fn sweep(&self, _undo: &Undo, name: &str) -> Result<Vec<String>> {
+        let host_if = format!("{name}0");
+        let host = Netlink::host()?;
+        Ok(match host.link(&host_if)? {
+            None => vec![],
+            Some(l) if l.alias.as_deref() == Some(&alias(name)) => {
+                host.delete_link(&host_if)?;
+                vec![format!("deleted veth {host_if} (alias {})", alias(name))]
+            }
+            Some(l) => vec![format!(
+                "left interface {host_if}: not ours (alias {:?}, not {:?})",
+                l.alias.as_deref().unwrap_or(""),
+                alias(name)
+            )],
+        })
+    }
 }
 
 fn wanted(spec: &Spec) -> Record {

@@ -59,9 +59,10 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
         .map_err(|e| Error::io("fsync directory", dir, e))
 }
 
-/// Create `dir` and any missing parents; return the ones we created,
-/// outermost first, so they can be removed again in reverse.
-pub fn create_dirs(dir: &Path, mode: u32) -> Result<Vec<PathBuf>> {
+/// The directories `create_dirs(dir)` would make, outermost first: a step
+/// records them before making them, so a crash in between leaves none
+/// unrecorded.
+pub fn missing_dirs(dir: &Path) -> Vec<PathBuf> {
     let mut missing = Vec::new();
     let mut cur = Some(dir);
     while let Some(d) = cur {
@@ -72,6 +73,13 @@ pub fn create_dirs(dir: &Path, mode: u32) -> Result<Vec<PathBuf>> {
         cur = d.parent();
     }
     missing.reverse();
+    missing
+}
+
+/// Create `dir` and any missing parents; return the ones we created,
+/// outermost first, so they can be removed again in reverse.
+pub fn create_dirs(dir: &Path, mode: u32) -> Result<Vec<PathBuf>> {
+    let missing = missing_dirs(dir);
     for d in &missing {
         fs::create_dir(d).map_err(|e| Error::io("create directory", d, e))?;
         fs::set_permissions(d, fs::Permissions::from_mode(mode)).map_err(|e| Error::io("chmod", d, e))?;
@@ -87,6 +95,8 @@ pub fn remove_dirs(created: &[PathBuf]) -> Result<()> {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             // Someone else put files there: it is theirs now, keep it.
             Err(e) if e.raw_os_error() == Some(nix::libc::ENOTEMPTY) => {}
+            // Something is mounted there: not ours to remove.
+            Err(e) if e.raw_os_error() == Some(nix::libc::EBUSY) => {}
             Err(e) => return Err(Error::io("remove directory", d, e)),
         }
     }

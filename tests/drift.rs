@@ -1,0 +1,171 @@
+//! Drift: what is ours changed or removed behind our back. `setup` repairs
+//! what is ours, `--disable` still cleans up, and nothing that is not ours
+//! is touched (the fake host's operator table, uplink and files are in
+//! every snapshot compared here).
+
+mod common;
+
+use common::*;
+
+const FLAGS: &[&str] = &["--policy", "default", "--dns", DNS_A];
+
+/// A fake host with a clean setup in place; returns (host, before, clean).
+fn installed(flags: &[&str]) -> Option<(FakeHost, Snapshot, Snapshot)> {
+    let host = FakeHost::new()?;
+    let before = host.snapshot();
+    host.setup_ok(flags);
+    let clean = host.snapshot().comparable();
+    Some((host, before, clean))
+}
+
+/// Everything restored but the sandbox user's home: the identity steps'
+/// files there (patched openclaw.json, scripts) only the record could tell
+/// from the operator's, so a sweep keeps them.
+#[track_caller]
+fn assert_restored_but_home(before: &Snapshot, after: &Snapshot, what: &str) {
+    let strip = |s: &Snapshot| {
+        let mut s = s.without_kept();
+        if let Some(tree) = s.sections.get_mut("root tree") {
+            tree.retain(|l| !l.starts_with("home/sandbox"));
+        }
+        s
+    };
+    strip(before).assert_same(&strip(after), what);
+}
+
+#[track_caller]
+fn assert_repaired(host: &FakeHost, clean: &Snapshot, what: &str) {
+    let run = host.setup_ok(FLAGS);
+    assert!(
+        !run.stdout.contains("nothing changed"),
+        "{what}: setup saw no drift:\n{run}"
+    );
+    clean.assert_same(&host.snapshot().comparable(), &format!("setup after {what}"));
+    let again = host.setup_ok(FLAGS);
+    assert!(
+        again.stdout.contains("nothing changed"),
+        "{what}: not converged:\n{again}"
+    );
+}
+
+#[test]
+fn a_deleted_veth_is_made_again() {
+    let Some((host, before, clean)) = installed(FLAGS) else {
+        return;
+    };
+    host.ip(Ns::Host, &["link", "del", HOST_IF]);
+    assert_repaired(&host, &clean, "the veth was deleted");
+    host.disable_ok();
+    before.assert_restored(&host.snapshot(), "--disable after the veth was repaired");
+}
+
+#[test]
+fn flushed_or_loosened_tables_are_put_back() {
+    let Some((host, before, clean)) = installed(FLAGS) else {
+        return;
+    };
+    host.nft(Ns::Host, &["flush", "table", "inet", TABLE]);
+    assert_repaired(&host, &clean, "the host table was flushed");
+    host.in_ns(Ns::Sandbox, || {
+        let out = std::process::Command::new("nft")
+            .args(["flush", "table", "inet", TABLE])
+            .output()
+            .expect("nft");
+        assert!(out.status.success(), "{out:?}");
+    });
+    assert_repaired(&host, &clean, "the sandbox's table was flushed");
+    // A chain's policy loosened, rules intact.
+    host.in_ns(Ns::Sandbox, || {
+        let out = std::process::Command::new("nft")
+            .args([
+                "add",
+                "chain",
+                "inet",
+                TABLE,
+                "output",
+                "{ type filter hook output priority 0; policy accept; }",
+            ])
+            .output()
+            .expect("nft");
+        assert!(out.status.success(), "{out:?}");
+    });
+    assert_repaired(&host, &clean, "the sandbox's output policy was set to accept");
+    host.disable_ok();
+    before.assert_restored(&host.snapshot(), "--disable after the tables were repaired");
+}
+
+/// The record removed: `--disable` sweeps what is named after the sandbox
+/// and carries our mark; the network is restored exactly. Under `strict`
+/// nothing touches sysctls, so everything but the home is compared.
+#[test]
+fn disable_without_a_record_sweeps_what_is_ours() {
+    let Some((host, before, _)) = installed(&["--policy", "strict"]) else {
+        return;
+    };
+    std::fs::remove_file(host.state_file("sandbox")).expect("remove the record");
+    let run = host.disable_ok();
+    for said in [
+        "deleted network namespace sandbox0",
+        "deleted veth sandbox0",
+        "deleted host table",
+    ] {
+        assert!(run.stdout.contains(said), "{said:?} missing:\n{run}");
+    }
+    assert!(run.stdout.contains("kept: the user"), "{run}");
+    assert_restored_but_home(&before, &host.snapshot(), "--disable without a record");
+    // Setup converges again from there.
+    host.setup_ok(&["--policy", "strict"]);
+    host.disable_ok();
+}
+
+/// With a policy that forwards, the sweep cannot know the old ip_forward
+/// and says so; it changes no sysctl.
+#[test]
+fn disable_without_a_record_says_what_it_cannot_restore() {
+    let Some((host, _, _)) = installed(FLAGS) else { return };
+    std::fs::remove_file(host.state_file("sandbox")).expect("remove the record");
+    let run = host.disable_ok();
+    assert!(run.stdout.contains("left net.ipv4.ip_forward = 1"), "{run}");
+    assert_eq!(host.sysctl(Ns::Host, "net/ipv4/ip_forward"), "1");
+    host.set_sysctl(Ns::Host, "net/ipv4/ip_forward", "0");
+}
+
+/// Without a record, setup refuses the namespace (it cannot tell it from
+/// someone else's) and names `--disable` as the way out.
+#[test]
+fn setup_without_a_record_points_at_disable() {
+    let Some((host, before, _)) = installed(&["--policy", "strict"]) else {
+        return;
+    };
+    std::fs::remove_file(host.state_file("sandbox")).expect("remove the record");
+    let run = host.setup(&["--policy", "strict"]);
+    assert_eq!(run.code, 3, "{run}");
+    assert!(run.stderr.contains("sandbox setup --disable"), "{run}");
+    host.disable_ok();
+    host.setup_ok(&["--policy", "strict"]);
+    host.disable_ok();
+    assert_restored_but_home(
+        &before,
+        &host.snapshot(),
+        "setup, lost record, --disable, setup, --disable",
+    );
+}
+
+/// What carries our name but not our mark is left, and said to be left.
+#[test]
+fn the_sweep_leaves_what_is_not_ours() {
+    let Some(host) = FakeHost::new() else { return };
+    host.ip(
+        Ns::Host,
+        &["link", "add", HOST_IF, "type", "veth", "peer", "name", "other0"],
+    );
+    let dir = host.root().join("etc/netns/sandbox0");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    std::fs::write(dir.join("resolv.conf"), "nameserver 192.0.2.1\n").expect("write");
+    host.nft(Ns::Host, &["add", "table", "inet", "sandbox_other"]);
+    let before = host.snapshot();
+    let run = host.disable_ok();
+    assert!(run.stdout.contains("left interface sandbox0: not ours"), "{run}");
+    assert!(run.stdout.contains("lacks our header line"), "{run}");
+    before.assert_restored(&host.snapshot(), "a sweep with nothing of ours");
+}
