@@ -16,6 +16,12 @@ use crate::state::{State, Store};
 pub trait Step {
     /// Short id, used in the state record and in progress lines.
     fn id(&self) -> &'static str;
+    /// Whether everything the step makes lives in kernel memory (links,
+    /// rules, sysctls) and so vanishes at power loss: its write-ahead record
+    /// then needs an atomic rename but no fsync.
+    fn volatile(&self) -> bool {
+        false
+    }
     /// Whether this spec wants the step at all; an unwanted step that was
     /// applied by an earlier run is reverted (converge on changed flags).
     fn wanted(&self, _spec: &Spec) -> bool {
@@ -60,6 +66,7 @@ pub struct Undo {
 /// A step's handle on its own record: write-ahead of every change.
 pub struct Recorder<'a> {
     id: &'static str,
+    durable: bool,
     state: &'a mut State,
     store: &'a Store,
 }
@@ -84,7 +91,7 @@ impl Recorder<'_> {
             fix: "report this as a bug".into(),
         })?;
         self.state.put(self.id, false, value);
-        self.store.save(self.state)?;
+        self.store.save_with(self.state, self.durable)?;
         crate::fault::after_put(self.id)
     }
 }
@@ -122,7 +129,12 @@ pub fn apply_all(
     for step in steps {
         let id = step.id();
         let changes = if step.wanted(spec) {
-            let mut rec = Recorder { id, state, store };
+            let mut rec = Recorder {
+                id,
+                durable: !step.volatile(),
+                state,
+                store,
+            };
             crate::fault::before_apply(id).map_err(|e| in_step(id, "apply", e))?;
             let changes = step.apply(spec, &mut rec).map_err(|e| in_step(id, "apply", e))?;
             crate::fault::after_apply(id);
@@ -163,15 +175,22 @@ pub fn revert_all(
     state: &mut State,
     report: &mut dyn FnMut(&Outcome),
 ) -> Result<Vec<Outcome>> {
+    // Saved once at the end (or at a failure), not after every step: a
+    // revert is idempotent, so a run cut short just reverts again.
     let mut out = Vec::new();
     for step in steps.iter().rev() {
         let id = step.id();
         let Some(r) = state.get(id) else { continue };
         let data = r.data.clone();
-        let changes = step.revert(undo, &data).map_err(|e| in_step(id, "revert", e))?;
+        let changes = match step.revert(undo, &data) {
+            Ok(c) => c,
+            Err(e) => {
+                store.save(state)?;
+                return Err(in_step(id, "revert", e));
+            }
+        };
         crate::fault::after_revert(id);
         state.remove(id);
-        store.save(state)?;
         let o = Outcome { step: id, changes };
         report(&o);
         out.push(o);

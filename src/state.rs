@@ -132,7 +132,15 @@ impl Store {
         read(&self.file())
     }
 
+    /// Save durably (fsynced).
     pub fn save(&self, state: &State) -> Result<()> {
+        self.save_with(state, true)
+    }
+
+    /// Save atomically; `durable` also fsyncs. A record that only precedes
+    /// in-memory kernel state (links, rules, sysctls: all gone after a power
+    /// cut) needs the atomic rename, not the disk.
+    pub fn save_with(&self, state: &State, durable: bool) -> Result<()> {
         let json = serde_json::to_vec_pretty(state).map_err(|e| Error::State {
             path: self.file(),
             cause: e.to_string(),
@@ -141,7 +149,7 @@ impl Store {
         if *self.saved.borrow() == json {
             return Ok(());
         }
-        files::write_atomic(&self.file(), &json, 0o600)?;
+        files::write_atomic_with(&self.file(), &json, 0o600, durable)?;
         *self.saved.borrow_mut() = json;
         Ok(())
     }

@@ -26,6 +26,10 @@ impl Step for Forwarding {
         "forwarding"
     }
 
+    fn volatile(&self) -> bool {
+        true
+    }
+
     fn inventory(&self, _spec: &Spec, inv: &mut Inventory) {
         inv.sysctl(
             self.id(),

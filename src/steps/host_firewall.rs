@@ -24,6 +24,10 @@ impl Step for HostRules {
         "host-firewall"
     }
 
+    fn volatile(&self) -> bool {
+        true
+    }
+
     fn inventory(&self, spec: &Spec, inv: &mut Inventory) {
         let t = generate::host_table(spec);
         let inverse = format!("delete table inet {}; nothing else in the ruleset is touched", t.name);
@@ -56,9 +60,7 @@ impl Step for HostRules {
 
     fn revert(&self, _undo: &Undo, v: &Value) -> Result<Vec<String>> {
         let r: Record = data(self.id(), v)?;
-        if !nft::table_exists(&r.table)? {
-            return Ok(vec![]);
-        }
+        // One nft run ("add table; delete table"), whether or not it is there.
         nft::delete_table(&r.table)?;
         Ok(vec![format!("deleted host table inet {}", r.table)])
     }

@@ -30,6 +30,10 @@ impl Step for Netns {
         "netns"
     }
 
+    fn volatile(&self) -> bool {
+        true
+    }
+
     fn inventory(&self, spec: &Spec, inv: &mut Inventory) {
         let path = spec.root.netns_path(&spec.net.netns);
         inv.object(

@@ -36,6 +36,10 @@ impl Step for Veth {
         "veth"
     }
 
+    fn volatile(&self) -> bool {
+        true
+    }
+
     fn inventory(&self, spec: &Spec, inv: &mut Inventory) {
         let n = &spec.net;
         let gone = format!("deleting {} takes the peer and its route", n.host_if);

@@ -15,9 +15,16 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Write `bytes` to `path` atomically with `mode`. Refuses to replace a
-/// symlink: we never write through a link someone planted.
+/// Write `bytes` to `path` atomically with `mode`, durable (fsynced) once
+/// this returns. Refuses to replace a symlink: we never write through a
+/// link someone planted.
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
+    write_atomic_with(path, bytes, mode, true)
+}
+
+/// As [`write_atomic`]; with `durable` false the rename is atomic (a killed
+/// process never leaves half a file) but not yet on disk after a power cut.
+pub fn write_atomic_with(path: &Path, bytes: &[u8], mode: u32, durable: bool) -> Result<()> {
     if fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
         return Err(Error::host(
             path.display().to_string(),
@@ -43,9 +50,14 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
         f.write_all(bytes).map_err(|e| Error::io("write", &tmp, e))?;
         f.set_permissions(fs::Permissions::from_mode(mode))
             .map_err(|e| Error::io("chmod", &tmp, e))?;
-        f.sync_all().map_err(|e| Error::io("fsync", &tmp, e))?;
+        if durable {
+            f.sync_all().map_err(|e| Error::io("fsync", &tmp, e))?;
+        }
         fs::rename(&tmp, path).map_err(|e| Error::io("rename into place", path, e))?;
-        sync_dir(dir)
+        if durable {
+            sync_dir(dir)?;
+        }
+        Ok(())
     })();
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
