@@ -83,6 +83,9 @@ fn allow_conds(a: &Allow) -> Vec<Cond> {
     c
 }
 
+/// The comment of every [`Verdict::Record`] rule.
+pub const RECORD: &str = "refusals are counted per destination and logged";
+
 fn rule(when: Vec<Cond>, then: Verdict, why: impl Into<String>) -> Rule {
     Rule {
         when,
@@ -105,11 +108,13 @@ pub fn netns_table(spec: &Spec) -> Table {
             Verdict::Accept,
             "replies to allowed connections",
         ),
+        rule(vec![Cond::Ipv6], Verdict::Record, RECORD),
         rule(vec![Cond::Ipv6], Verdict::Reject, "IPv6 is closed"),
     ];
     for a in allowlist(spec) {
         output.push(rule(allow_conds(&a), Verdict::Accept, a.why));
     }
+    output.push(rule(vec![], Verdict::Record, RECORD));
     output.push(rule(vec![], Verdict::Reject, "anything else is refused"));
 
     let input = vec![
@@ -136,6 +141,7 @@ pub fn netns_table(spec: &Spec) -> Table {
     ];
     Table {
         name: spec.net.table.clone(),
+        log_prefix: format!("sandbox {} deny: ", spec.name),
         chains: vec![
             chain("input", Hook::Input, true, input),
             chain("output", Hook::Output, true, output),
@@ -161,6 +167,7 @@ pub fn host_table(spec: &Spec) -> Table {
             Verdict::Accept,
             "replies to the host's connections",
         ),
+        rule(vec![Cond::InIf(veth.clone()), Cond::Ipv6], Verdict::Record, RECORD),
         rule(
             vec![Cond::InIf(veth.clone()), Cond::Ipv6],
             Verdict::Reject,
@@ -178,6 +185,7 @@ pub fn host_table(spec: &Spec) -> Table {
             Verdict::Drop,
             "nothing else is forwarded into the sandbox",
         ),
+        rule(vec![Cond::InIf(veth.clone()), Cond::Ipv6], Verdict::Record, RECORD),
         rule(
             vec![Cond::InIf(veth.clone()), Cond::Ipv6],
             Verdict::Reject,
@@ -190,11 +198,13 @@ pub fn host_table(spec: &Spec) -> Table {
         let target = if a.forwarded { &mut forward } else { &mut input };
         target.push(rule(when, Verdict::Accept, a.why.clone()));
     }
+    input.push(rule(vec![Cond::InIf(veth.clone())], Verdict::Record, RECORD));
     input.push(rule(
         vec![Cond::InIf(veth.clone())],
         Verdict::Reject,
         "no other host service for the sandbox",
     ));
+    forward.push(rule(vec![Cond::InIf(veth.clone())], Verdict::Record, RECORD));
     forward.push(rule(
         vec![Cond::InIf(veth.clone())],
         Verdict::Reject,
@@ -223,6 +233,7 @@ pub fn host_table(spec: &Spec) -> Table {
     }
     Table {
         name: spec.net.table.clone(),
+        log_prefix: format!("sandbox {} host deny: ", spec.name),
         chains,
     }
 }
@@ -345,6 +356,62 @@ mod tests {
         let s = spec(&["--openclaw-port", "18800"]);
         let ns = text(&netns_table(&s));
         assert!(ns.contains("ip saddr 10.200.0.1 tcp dport 18800 accept"), "{ns}");
+    }
+
+    #[test]
+    fn refusals_are_counted_and_logged_before_every_egress_refusal() {
+        for p in ["strict", "default", "permissive"] {
+            let s = spec(&["--policy", p, "--name", "box1"]);
+            let ns = netns_table(&s);
+            let host = host_table(&s);
+            assert_eq!(ns.log_prefix, "sandbox box1 deny: ");
+            assert_eq!(host.log_prefix, "sandbox box1 host deny: ");
+            for (t, chain) in [(&ns, "output"), (&host, "input"), (&host, "forward")] {
+                let c = t.chains.iter().find(|c| c.name == chain).expect("chain");
+                for (i, r) in c.rules.iter().enumerate() {
+                    if r.then == Verdict::Reject && !r.when.contains(&Cond::OutIf(s.net.host_if.clone())) {
+                        let before = &c.rules[i - 1];
+                        assert_eq!(before.then, Verdict::Record, "{p} {chain}: {r:?}");
+                        assert_eq!(before.when, r.when, "{p} {chain}");
+                        assert_eq!(before.why, RECORD);
+                    }
+                }
+            }
+            // Inbound refusals are not destinations the sandbox tried.
+            let input = ns.chains.iter().find(|c| c.name == "input").expect("input");
+            assert!(input.rules.iter().all(|r| r.then != Verdict::Record));
+        }
+        let s = spec(&["--policy", "strict"]);
+        let ns = text(&netns_table(&s));
+        for want in [
+            "set denied4 {\n\t\ttype ipv4_addr . inet_proto . inet_service",
+            "set denied6 {\n\t\ttype ipv6_addr . inet_proto . inet_service",
+            "meta nfproto ipv4 meta l4proto { tcp, udp } update @denied4 { ip daddr . meta l4proto . th dport }",
+            "meta nfproto ipv6 meta l4proto { tcp, udp } update @denied6 { ip6 daddr . meta l4proto . th dport }",
+            "limit rate 10/minute burst 20 packets log prefix \"sandbox sandbox deny: \" level info",
+        ] {
+            assert!(ns.contains(want), "{want} missing:\n{ns}");
+        }
+    }
+
+    #[test]
+    fn shape_counts_two_kernel_rules_per_record() {
+        let t = netns_table(&spec(&["--policy", "strict"]));
+        let output = t.shape().into_iter().find(|c| c.name == "output").expect("output");
+        let records = output.rules.iter().filter(|w| *w == RECORD).count();
+        assert_eq!(records, 4, "{output:?}");
+        let json = crate::firewall::render::to_nft_value(&t).expect("json");
+        let sets: Vec<&serde_json::Value> = json["nftables"]
+            .as_array()
+            .expect("array")
+            .iter()
+            .filter_map(|o| o.pointer("/add/set"))
+            .collect();
+        assert_eq!(sets.len(), 2);
+        for set in sets {
+            assert_eq!(set["stmt"], serde_json::json!([{ "counter": null }]), "{set}");
+            assert_eq!(set["flags"], serde_json::json!(["timeout"]), "{set}");
+        }
     }
 
     #[test]

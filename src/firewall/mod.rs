@@ -2,6 +2,7 @@
 //! as nft JSON for the kernel (through the `nftables` crate) and as nft text
 //! and plain words for people. Nothing here touches the host.
 
+pub mod denials;
 pub mod generate;
 pub mod render;
 
@@ -10,12 +11,30 @@ use serde::Serialize;
 
 use crate::policy::Protocol;
 
+pub use denials::{denials, Denial, Where};
 pub use render::{to_nft_json, to_nft_text};
+
+/// The dynamic sets every table of ours carries: one element per refused
+/// (destination, protocol, port), each with its own counter, fed from the
+/// refusal path by [`Verdict::Record`] rules.
+pub const DENIED4: &str = "denied4";
+pub const DENIED6: &str = "denied6";
+/// An element lives this long after its last refusal (`update` refreshes it).
+pub const DENIED_TIMEOUT_S: u32 = 24 * 3600;
+/// At most this many distinct destinations per set; past it, new ones are
+/// still refused and logged, just not counted until old entries expire.
+pub const DENIED_SIZE: u32 = 4096;
+/// The log rule's rate: a burst big enough to show one scan whole, a steady
+/// rate that cannot fill the journal (at most 14 400 lines a day per rule).
+pub const LOG_PER_MINUTE: u32 = 10;
+pub const LOG_BURST: u32 = 20;
 
 /// One table of ours, `inet` family so one table covers IPv4 and IPv6.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Table {
     pub name: String,
+    /// Prefix of the kernel log lines of refusals (`sandbox <name> deny: `).
+    pub log_prefix: String,
     pub chains: Vec<Chain>,
 }
 
@@ -69,6 +88,12 @@ pub enum Verdict {
     /// connection fails at once instead of timing out.
     Reject,
     Masquerade,
+    /// Not a verdict: count the packet in [`DENIED4`] (or [`DENIED6`] when
+    /// the rule matches `Cond::Ipv6`) by destination, protocol and port, and
+    /// log it, rate-limited, with the table's prefix; evaluation goes on to
+    /// the refusal that follows. Counting sits in its own kernel rule, so a
+    /// full set can never change the verdict.
+    Record,
 }
 
 impl Table {

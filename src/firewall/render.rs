@@ -7,10 +7,12 @@ use std::borrow::Cow;
 use ipnet::Ipv4Net;
 use nftables::expr::{Expression, Meta, MetaKey, NamedExpression, Payload, PayloadField, Prefix, SetItem, CT};
 use nftables::schema::{self, NfCmd, NfListObject, NfObject, Nftables};
-use nftables::stmt::{Counter, Match, Operator, Reject, RejectType, Statement};
+use nftables::schema::{SetFlag, SetType, SetTypeValue};
+use nftables::stmt::{Counter, Limit, Log, LogLevel, Match, Operator, Reject, RejectType, SetOp, Statement};
 use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook, RejectCode};
 
 use super::{Chain, Cond, Hook, Rule, Table, Verdict};
+use super::{DENIED4, DENIED6, DENIED_SIZE, DENIED_TIMEOUT_S, LOG_BURST, LOG_PER_MINUTE};
 
 /// The batch that (re)creates `t` atomically: "add table; delete table"
 /// first, so a stale or drifted copy of our table goes, and nothing else in
@@ -24,6 +26,20 @@ pub fn to_nft_json(t: &Table) -> Nftables<'static> {
         name: t.marker_chain().into(),
         ..Default::default()
     })));
+    for (name, addr) in [(DENIED4, SetType::Ipv4Addr), (DENIED6, SetType::Ipv6Addr)] {
+        objs.push(add(NfListObject::Set(Box::new(schema::Set {
+            family: NfFamily::INet,
+            table: t.name.clone().into(),
+            name: name.into(),
+            set_type: SetTypeValue::Concatenated(vec![addr, SetType::InetProto, SetType::InetService].into()),
+            // nft 1.0.6 refuses "dynamic" in JSON; it sets the flag itself
+            // for a set that a rule updates from the packet path.
+            flags: Some([SetFlag::Timeout].into_iter().collect()),
+            timeout: Some(DENIED_TIMEOUT_S),
+            size: Some(DENIED_SIZE),
+            ..Default::default()
+        }))));
+    }
     for c in &t.chains {
         objs.push(add(NfListObject::Chain(schema::Chain {
             family: NfFamily::INet,
@@ -40,7 +56,7 @@ pub fn to_nft_json(t: &Table) -> Nftables<'static> {
             ..Default::default()
         })));
         for r in &c.rules {
-            for expr in rule_exprs(r) {
+            for expr in rule_exprs(r, &t.log_prefix) {
                 objs.push(add(NfListObject::Rule(schema::Rule {
                     family: NfFamily::INet,
                     table: t.name.clone().into(),
@@ -54,6 +70,19 @@ pub fn to_nft_json(t: &Table) -> Nftables<'static> {
         }
     }
     Nftables { objects: objs.into() }
+}
+
+/// [`to_nft_json`] as the JSON `nft -j -f -` reads, with what the
+/// `nftables` crate cannot say yet: a counter on every element of the
+/// denial sets (`"stmt": [{"counter": null}]` on the set).
+pub fn to_nft_value(t: &Table) -> serde_json::Result<serde_json::Value> {
+    let mut v = serde_json::to_value(to_nft_json(t))?;
+    for obj in v["nftables"].as_array_mut().into_iter().flatten() {
+        if let Some(set) = obj.pointer_mut("/add/set").and_then(|s| s.as_object_mut()) {
+            set.insert("stmt".into(), serde_json::json!([{ "counter": null }]));
+        }
+    }
+    Ok(v)
 }
 
 /// "add table; delete table": deleting is then idempotent in one batch.
@@ -87,12 +116,14 @@ fn hook(h: Hook) -> NfHook {
 
 /// How many kernel rules `r` becomes.
 pub fn kernel_rules(r: &Rule) -> usize {
-    rule_exprs(r).len()
+    rule_exprs(r, "").len()
 }
 
 /// A `Reject` becomes two kernel rules: TCP gets a reset (ECONNREFUSED at
-/// once), everything else ICMP admin-prohibited.
-fn rule_exprs(r: &Rule) -> Vec<Vec<Statement<'static>>> {
+/// once), everything else ICMP admin-prohibited. A `Record` becomes two as
+/// well: the count (TCP and UDP, the only traffic an unprivileged process
+/// can send) and the rate-limited log line (everything).
+fn rule_exprs(r: &Rule, log_prefix: &str) -> Vec<Vec<Statement<'static>>> {
     let conds: Vec<Statement<'static>> = r.when.iter().map(cond).collect();
     let with = |extra: Option<Statement<'static>>, verdict: Vec<Statement<'static>>| {
         let mut v = conds.clone();
@@ -104,6 +135,49 @@ fn rule_exprs(r: &Rule) -> Vec<Vec<Statement<'static>>> {
         Verdict::Accept => vec![with(None, vec![Statement::Accept(None)])],
         Verdict::Drop => vec![with(None, vec![Statement::Drop(None)])],
         Verdict::Masquerade => vec![with(None, vec![Statement::Masquerade(None)])],
+        Verdict::Record => {
+            let v6 = r.when.contains(&Cond::Ipv6);
+            let (family, set, addr) = if v6 {
+                ("ipv6", DENIED6, payload("ip6", "daddr"))
+            } else {
+                ("ipv4", DENIED4, payload("ip", "daddr"))
+            };
+            let mut count = conds.clone();
+            if !v6 {
+                count.push(meta_eq(MetaKey::Nfproto, family));
+            }
+            count.push(matches(
+                Expression::Named(NamedExpression::Meta(Meta { key: MetaKey::L4proto })),
+                Operator::EQ,
+                Expression::Named(NamedExpression::Set(vec![
+                    SetItem::Element(Expression::String("tcp".into())),
+                    SetItem::Element(Expression::String("udp".into())),
+                ])),
+            ));
+            count.push(Statement::Set(nftables::stmt::Set {
+                op: SetOp::Update,
+                elem: Expression::Named(NamedExpression::Concat(vec![
+                    addr,
+                    Expression::Named(NamedExpression::Meta(Meta { key: MetaKey::L4proto })),
+                    payload("th", "dport"),
+                ])),
+                set: format!("@{set}").into(),
+            }));
+            let mut log = conds.clone();
+            log.push(Statement::Limit(Limit {
+                rate: LOG_PER_MINUTE,
+                rate_unit: None,
+                per: Some("minute".into()),
+                burst: Some(LOG_BURST),
+                burst_unit: None,
+                inv: None,
+            }));
+            let mut l = Log::new(None);
+            l.prefix = Some(log_prefix.to_string().into());
+            l.level = Some(LogLevel::Info);
+            log.push(Statement::Log(Some(l)));
+            vec![count, log]
+        }
         Verdict::Reject => vec![
             with(
                 Some(meta_eq(MetaKey::L4proto, "tcp")),
@@ -208,14 +282,20 @@ fn cond(c: &Cond) -> Statement<'static> {
 /// nft syntax, as `nft list table` would print it (modulo handles).
 pub fn to_nft_text(t: &Table) -> String {
     let mut out = format!("table inet {} {{\n\tchain {} {{\n\t}}\n", t.name, t.marker_chain());
+    for (name, addr) in [(DENIED4, "ipv4_addr"), (DENIED6, "ipv6_addr")] {
+        out.push_str(&format!(
+            "\tset {name} {{\n\t\ttype {addr} . inet_proto . inet_service\n\t\tsize {DENIED_SIZE}\n\t\tflags dynamic,timeout\n\t\tcounter\n\t\ttimeout {}h\n\t}}\n",
+            DENIED_TIMEOUT_S / 3600
+        ));
+    }
     for c in &t.chains {
-        out.push_str(&chain_text(c));
+        out.push_str(&chain_text(c, &t.log_prefix));
     }
     out.push_str("}\n");
     out
 }
 
-fn chain_text(c: &Chain) -> String {
+fn chain_text(c: &Chain, log_prefix: &str) -> String {
     let kind = if c.nat { "nat" } else { "filter" };
     let hook = match c.hook {
         Hook::Input => "input",
@@ -229,7 +309,7 @@ fn chain_text(c: &Chain) -> String {
         c.name, c.priority
     );
     for r in &c.rules {
-        for line in rule_text(r) {
+        for line in rule_text(r, log_prefix) {
             out.push_str(&format!("\t\t{line}\n"));
         }
     }
@@ -237,7 +317,7 @@ fn chain_text(c: &Chain) -> String {
     out
 }
 
-pub fn rule_text(r: &Rule) -> Vec<String> {
+pub fn rule_text(r: &Rule, log_prefix: &str) -> Vec<String> {
     let conds: Vec<String> = r.when.iter().map(cond_text).collect();
     let line = |mut parts: Vec<String>, verdict: &str| {
         parts.retain(|p| !p.is_empty());
@@ -249,6 +329,24 @@ pub fn rule_text(r: &Rule) -> Vec<String> {
         Verdict::Accept => vec![line(conds, "accept")],
         Verdict::Drop => vec![line(conds, "drop")],
         Verdict::Masquerade => vec![line(conds, "masquerade")],
+        Verdict::Record => {
+            let v6 = r.when.contains(&Cond::Ipv6);
+            let (set, addr) = if v6 { (DENIED6, "ip6") } else { (DENIED4, "ip") };
+            let mut count = conds.clone();
+            if !v6 {
+                count.push("meta nfproto ipv4".into());
+            }
+            count.push("meta l4proto { tcp, udp }".into());
+            vec![
+                line(count, &format!("update @{set} {{ {addr} daddr . meta l4proto . th dport }}")),
+                line(
+                    conds,
+                    &format!(
+                        "limit rate {LOG_PER_MINUTE}/minute burst {LOG_BURST} packets log prefix {log_prefix:?} level info"
+                    ),
+                ),
+            ]
+        }
         Verdict::Reject => {
             let mut tcp = conds.clone();
             tcp.push("meta l4proto tcp".into());

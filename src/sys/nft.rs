@@ -12,7 +12,12 @@ const NFT: &str = "nft";
 
 /// Replace our table with `t`, atomically (one nft batch).
 pub fn apply(t: &Table) -> Result<()> {
-    run(&firewall::to_nft_json(t), &format!("install table inet {}", t.name))
+    let op = format!("install table inet {}", t.name);
+    let batch = firewall::render::to_nft_value(t).map_err(|e| Error::Nft {
+        op: op.clone(),
+        cause: e.to_string(),
+    })?;
+    run(&batch, &op)
 }
 
 /// Delete our table if present; absent is fine.
@@ -75,6 +80,21 @@ pub fn is_current(t: &Table) -> Result<bool> {
     Ok(have == want)
 }
 
+/// `nft -j list set inet <table> <set>`, parsed; None when the table or
+/// the set is absent.
+pub fn list_set(table: &str, set: &str) -> Result<Option<serde_json::Value>> {
+    let op = format!("list set inet {table} {set}");
+    let out = match helper::get_current_ruleset_raw(Some(NFT), ["list", "set", "inet", table, set]) {
+        Ok(out) => out,
+        Err(NftablesError::NftFailed { stderr, .. }) if stderr.contains("No such file") => return Ok(None),
+        Err(e) => return Err(nft_error(&op, e)),
+    };
+    serde_json::from_str(&out).map(Some).map_err(|e| Error::Nft {
+        op,
+        cause: format!("unreadable JSON from nft: {e}"),
+    })
+}
+
 /// Whether a table of that name exists.
 pub fn table_exists(name: &str) -> Result<bool> {
     Ok(table_shape(name)?.is_some())
@@ -108,7 +128,7 @@ pub fn kernel_support() -> std::result::Result<(), String> {
     }
 }
 
-fn run(batch: &Nftables, op: &str) -> Result<()> {
+fn run(batch: &impl serde::Serialize, op: &str) -> Result<()> {
     let payload = serde_json::to_string(batch).map_err(|e| Error::Nft {
         op: op.into(),
         cause: e.to_string(),
