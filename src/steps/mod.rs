@@ -9,6 +9,7 @@
 //! | egress        | nft table inside the netns                | (goes with the netns)       |
 //! | host-firewall | nft table on the host                     | delete our table            |
 //! | forwarding    | net.ipv4.ip_forward=1 (only if needed)    | old values restored         |
+//! | nflog         | net.netfilter.nf_log_all_netns=1 (host-wide; initial netns only) | old value restored |
 //! | veth          | <name>0 <-> eth0 (in netns), addrs, route | delete the host end         |
 //! | dns           | /etc/netns/<name>0/{resolv,nsswitch}.conf | remove (if unedited)        |
 //! | policy        | ~/.defenseclaw/policy/ (Rego, rule packs, manifest) | kept (edits never overwritten) |
@@ -24,6 +25,7 @@ mod forwarding;
 mod home;
 mod host_firewall;
 mod netns;
+mod nflog;
 mod openclaw;
 mod pairing;
 mod policy_dir;
@@ -42,6 +44,7 @@ pub fn all() -> Vec<Box<dyn Step>> {
         Box::new(egress::EgressRules),
         Box::new(host_firewall::HostRules),
         Box::new(forwarding::Forwarding),
+        Box::new(nflog::NfLog),
         Box::new(veth::Veth),
         Box::new(dns::DnsFiles),
         Box::new(policy_dir::PolicyDir),
