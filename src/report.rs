@@ -288,9 +288,12 @@ mod tests {
     }
 
     #[test]
-    fn strict_changes_no_sysctl() {
+    fn strict_changes_no_sysctl_but_the_denial_log() {
+        // Strict never forwards; the only host-wide value it sets is the one
+        // that lets the sandbox's refusals reach the kernel log.
         let r = report(&spec(&["--policy", "strict"]));
-        assert!(r.inventory.sysctls.is_empty());
+        let keys: Vec<&str> = r.inventory.sysctls.iter().map(|c| c.key.as_str()).collect();
+        assert_eq!(keys, ["net.netfilter.nf_log_all_netns"]);
     }
 
     #[test]
