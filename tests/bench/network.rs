@@ -64,10 +64,17 @@ fn main() -> Result<(), String> {
         .into_iter()
         .filter(|s| NETWORK_STEPS.contains(&s.id()))
         .collect();
-    cycle(&steps, &spec)?; // warm-up, as the script has
+    let mut per_step: Vec<(String, Duration, Duration)> = NETWORK_STEPS
+        .iter()
+        .map(|s| (s.to_string(), Duration::ZERO, Duration::ZERO))
+        .collect();
+    cycle(&steps, &spec, &mut per_step)?; // warm-up, as the script has
+    per_step
+        .iter_mut()
+        .for_each(|p| (p.1, p.2) = (Duration::ZERO, Duration::ZERO));
     let (mut ours_up, mut ours_down) = (Duration::ZERO, Duration::ZERO);
     for _ in 0..rounds {
-        let (u, d) = cycle(&steps, &spec)?;
+        let (u, d) = cycle(&steps, &spec, &mut per_step)?;
         ours_up += u;
         ours_down += d;
     }
@@ -83,6 +90,10 @@ fn main() -> Result<(), String> {
         println!("{what:<10} {:>14.2} {:>14.2} {ratio:>8.2}", ms(ours), ms(theirs));
     }
     println!("rounds: {rounds}; target: total ratio <= 0.50");
+    println!("\nper step (ms, setup / teardown):");
+    for (id, up, down) in &per_step {
+        println!("  {id:<14} {:>7.2} {:>7.2}", ms(*up), ms(*down));
+    }
     Ok(())
 }
 
@@ -96,19 +107,33 @@ fn sandbox_args(flags: &[&str]) -> sandbox::cli::SetupArgs {
     }
 }
 
-/// One setup and one teardown of the network steps, timed.
-fn cycle(steps: &[Box<dyn Step>], spec: &Spec) -> Result<(Duration, Duration), String> {
+/// One setup and one teardown of the network steps, timed, with each
+/// step's share added to `per_step` (the time since the previous step ended).
+fn cycle(
+    steps: &[Box<dyn Step>],
+    spec: &Spec,
+    per_step: &mut [(String, Duration, Duration)],
+) -> Result<(Duration, Duration), String> {
     let t0 = Instant::now();
+    let mark = std::cell::Cell::new(t0);
+    let mut tally = |o: &engine::Outcome, up: bool| {
+        let now = Instant::now();
+        if let Some(p) = per_step.iter_mut().find(|p| p.0 == o.step) {
+            *(if up { &mut p.1 } else { &mut p.2 }) += now - mark.get();
+        }
+        mark.set(now);
+    };
     let (store, mut state) = Store::open(&spec.root, &spec.name).map_err(|e| e.to_string())?;
-    engine::apply_all(steps, spec, &store, &mut state, &mut |_| {}).map_err(|e| e.to_string())?;
+    engine::apply_all(steps, spec, &store, &mut state, &mut |o| tally(o, true)).map_err(|e| e.to_string())?;
     drop(store);
     let t1 = Instant::now();
     let (store, mut state) = Store::open(&spec.root, &spec.name).map_err(|e| e.to_string())?;
+    mark.set(Instant::now());
     let undo = Undo {
         root: spec.root.clone(),
         purge: false,
     };
-    engine::revert_all(steps, &undo, &store, &mut state, &mut |_| {}).map_err(|e| e.to_string())?;
+    engine::revert_all(steps, &undo, &store, &mut state, &mut |o| tally(o, false)).map_err(|e| e.to_string())?;
     store.remove(&state).map_err(|e| e.to_string())?;
     Ok((t1 - t0, t1.elapsed()))
 }
