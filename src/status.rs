@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use crate::engine;
 use crate::error::{Error, Result};
+use crate::firewall::{self, Denial, Where};
 use crate::spec::{Root, Spec};
 use crate::state::{State, Store};
 use crate::steps;
@@ -32,6 +33,8 @@ pub struct Status {
     pub healthy: bool,
     pub policy: String,
     pub checks: Vec<Check>,
+    /// Refused destinations and how often, most refused first.
+    pub denials: Vec<Denial>,
 }
 
 impl Check {
@@ -66,12 +69,43 @@ pub fn collect(root: &Root, name: &str) -> Result<Status> {
     let spec = recorded_spec(&state, root, name)?;
     let mut checks = drift(&spec, &state);
     checks.extend(live(&spec));
+    let denials = match firewall::denials(&spec) {
+        Ok(d) => d,
+        Err(e) => {
+            checks.push(Check::bad(
+                "denials",
+                format!("cannot read the counters: {e}"),
+                "run as root",
+            ));
+            vec![]
+        }
+    };
+    // Refusals inside the sandbox are the rules working; one counted on the
+    // host means the sandbox's own rules were bypassed.
+    let bypassed: Vec<String> = denials
+        .iter()
+        .filter(|d| d.layer == Where::Host)
+        .map(|d| format!("{} {}/{} x{}", d.dst, d.proto, d.port, d.count))
+        .collect();
+    checks.push(if bypassed.is_empty() {
+        Check::ok("host refusals", "none: the sandbox's own rules hold")
+    } else {
+        Check::bad(
+            "host refusals",
+            format!(
+                "the host table refused {}: the sandbox's own rules were bypassed",
+                bypassed.join(", ")
+            ),
+            "check the table inside the namespace, re-run setup, and investigate the agent",
+        )
+    });
     let healthy = checks.iter().all(|c| c.ok);
     Ok(Status {
         name: name.into(),
         healthy,
         policy: spec.policy_name.clone(),
         checks,
+        denials,
     })
 }
 
@@ -198,6 +232,25 @@ pub fn print_table(s: &Status) {
         println!("  {mark}  {:<14} {}", c.check, c.detail);
         if let Some(fix) = c.fix.as_ref().filter(|_| !c.ok) {
             println!("        {:<14} fix: {fix}", "");
+        }
+    }
+    if s.denials.is_empty() {
+        println!("refused connections: none counted");
+    } else {
+        println!("refused connections (last 24 h, most first):");
+        println!(
+            "  {:<6} {:<40} {:<5} {:>6} {:>8}",
+            "where", "destination", "proto", "port", "count"
+        );
+        for d in &s.denials {
+            let layer = if d.layer == Where::Host { "host" } else { "netns" };
+            println!(
+                "  {layer:<6} {:<40} {:<5} {:>6} {:>8}",
+                d.dst.to_string(),
+                d.proto,
+                d.port,
+                d.count
+            );
         }
     }
 }
