@@ -33,6 +33,14 @@ pub enum Error {
     },
     #[error("nft: {op}: {cause}")]
     Nft { op: String, cause: String },
+    /// systemd refused or failed a request (over D-Bus).
+    #[error("systemd: {op} {unit}: {cause}\n  fix: {fix}")]
+    Systemd {
+        op: &'static str,
+        unit: String,
+        cause: String,
+        fix: String,
+    },
     /// A step failed; the inner error names the object and the fix.
     #[error("step {step} ({op}): {source}")]
     Step {
@@ -86,7 +94,7 @@ impl Error {
             Error::Locked { .. } => 4,
             Error::State { .. } => 5,
             Error::Step { source, .. } => source.exit_code(),
-            Error::Io { .. } | Error::Netlink { .. } | Error::Nft { .. } => 1,
+            Error::Io { .. } | Error::Netlink { .. } | Error::Nft { .. } | Error::Systemd { .. } => 1,
         }
     }
 }

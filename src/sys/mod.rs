@@ -7,4 +7,5 @@ pub mod netns;
 pub mod nft;
 pub mod owner;
 pub mod sysctl;
+pub mod systemd;
 pub mod users;
