@@ -72,4 +72,16 @@ pub struct SetupArgs {
     /// Write unit files but do not talk to systemd.
     #[arg(long)]
     pub no_systemd: bool,
+    /// The OpenClaw program the agent unit starts (as `PATH gateway --port PORT`).
+    #[arg(long, default_value = "/usr/local/bin/openclaw", value_name = "PATH")]
+    pub agent_bin: PathBuf,
+    /// The DefenseClaw gateway program the sidecar unit starts.
+    #[arg(long, default_value = "/usr/local/bin/defenseclaw-gateway", value_name = "PATH")]
+    pub sidecar_bin: PathBuf,
+    /// The admin user the sidecar runs as (default: the user who ran sudo); without one, a dynamic user.
+    #[arg(long, env = "SUDO_USER", value_name = "USER")]
+    pub sidecar_user: Option<String>,
+    /// Re-create the in-memory network (namespace, veth, rules) from the state record; run at boot by sandbox-net@NAME.service.
+    #[arg(long, conflicts_with = "disable")]
+    pub boot: bool,
 }

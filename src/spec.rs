@@ -36,6 +36,13 @@ pub struct Spec {
     pub host_networking: bool,
     pub guardrail: bool,
     pub systemd: bool,
+    /// OpenClaw, started by the agent unit.
+    pub agent_bin: PathBuf,
+    /// The DefenseClaw gateway, started by the sidecar unit.
+    pub sidecar_bin: PathBuf,
+    /// Who runs the sidecar (`--sidecar-user`, default `SUDO_USER`); None:
+    /// a dynamic user.
+    pub sidecar_user: Option<String>,
 }
 
 /// The network objects' names and addresses.
@@ -100,6 +107,9 @@ impl Spec {
         let (policy_name, policy) = Policy::load(&args.policy)?;
         let (dns, dns_from_host) = parse_dns(&args.dns, &root)?;
         let sandbox_home = check_home(&args.sandbox_home)?;
+        let agent_bin = check_program("--agent-bin", &args.agent_bin)?;
+        let sidecar_bin = check_program("--sidecar-bin", &args.sidecar_bin)?;
+        let sidecar_user = check_sidecar_user(args.sidecar_user.as_deref())?;
         let net = NetSpec {
             netns: format!("{name}0"),
             host_if: format!("{name}0"),
@@ -123,6 +133,9 @@ impl Spec {
             host_networking: !args.no_host_networking,
             guardrail: !args.no_guardrail,
             systemd: !args.no_systemd,
+            agent_bin,
+            sidecar_bin,
+            sidecar_user,
         })
     }
 
@@ -187,6 +200,44 @@ fn check_home(home: &Path) -> Result<PathBuf> {
         ));
     }
     Ok(home.to_path_buf())
+}
+
+/// A program path a unit file can carry as is: absolute, no `..`, and
+/// none of the characters systemd would expand or split on.
+fn check_program(flag: &str, p: &Path) -> Result<PathBuf> {
+    let s = p.to_string_lossy();
+    let plain = s
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '/' | '.' | '_' | '-' | '+' | '@'));
+    let dotdot = p.components().any(|c| matches!(c, std::path::Component::ParentDir));
+    if !p.is_absolute() || dotdot || !plain || s.ends_with('/') {
+        return Err(Error::input(
+            format!("{flag} {s:?}"),
+            "must be an absolute path without `..`, spaces or shell and unit-file specials",
+            format!("give the installed program, e.g. {flag} /usr/local/bin/program"),
+        ));
+    }
+    Ok(p.to_path_buf())
+}
+
+/// `--sidecar-user` (or `SUDO_USER`): root means nobody in particular (the
+/// sidecar then gets a dynamic user, never root).
+fn check_sidecar_user(user: Option<&str>) -> Result<Option<String>> {
+    let Some(u) = user.map(str::trim).filter(|u| !u.is_empty() && *u != "root") else {
+        return Ok(None);
+    };
+    let ok = u.len() <= 64
+        && !u.starts_with('-')
+        && u.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@'));
+    if !ok {
+        return Err(Error::input(
+            format!("--sidecar-user {u:?} (or SUDO_USER)"),
+            "not a user name a unit file can carry",
+            "pass the admin account the sidecar should run as, e.g. --sidecar-user admin",
+        ));
+    }
+    Ok(Some(u.to_string()))
 }
 
 fn parse_ip(flag: &str, s: &str) -> Result<Ipv4Addr> {
@@ -411,6 +462,12 @@ mod tests {
             (&["--sandbox-home", "/"], "absolute path below"),
             (&["--root", "/nonexistent-root"], "not an existing directory"),
             (&["--root", "relative"], "absolute"),
+            (&["--agent-bin", "openclaw"], "absolute"),
+            (&["--agent-bin", "/opt/open claw/bin/openclaw"], "absolute"),
+            (&["--sidecar-bin", "/usr/local/bin/../gw"], "absolute"),
+            (&["--sidecar-bin", "/usr/local/bin/gw%i"], "absolute"),
+            (&["--sidecar-user", "bad user"], "not a user name"),
+            (&["--sidecar-user=-x"], "not a user name"),
         ];
         for (flags, needle) in cases {
             let msg = err(flags);
