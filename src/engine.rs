@@ -126,6 +126,11 @@ pub fn apply_all(
     report: &mut dyn FnMut(&Outcome),
 ) -> Result<Vec<Outcome>> {
     let mut out = Vec::new();
+    // Write-ahead for the state directory itself: a run that fails (or is
+    // killed) before its first step still leaves a record naming it.
+    if !store.file().exists() {
+        store.save(state)?;
+    }
     for step in steps {
         let id = step.id();
         let changes = if step.wanted(spec) {

@@ -80,15 +80,32 @@ impl Store {
     /// Lock the record of `name`, creating its directory if needed.
     pub fn open(root: &Root, name: &str) -> Result<(Store, State)> {
         let dir = root.state_dir(name);
-        let created = files::create_dirs(&dir, 0o700)?;
         let lock_path = dir.join("lock");
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|e| Error::io("open lock", &lock_path, e))?;
-        match nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+        let mut created = Vec::new();
+        // A run that finishes --disable unlinks the lock file (and maybe
+        // the directory) while we open it: a lock on an unlinked file
+        // excludes nobody, so lock again until the locked file is the one
+        // at the path.
+        let mut attempt = 0;
+        let (lock, created) = loop {
+            attempt += 1;
+            created.extend(files::create_dirs(&dir, 0o700)?);
+            let file = match OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&lock_path)
+            {
+                Ok(f) => f,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && attempt < 10 => continue,
+                Err(e) => return Err(Error::io("open lock", &lock_path, e)),
+            };
+            match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+                Ok(lock) if attempt < 10 && !same_file(&lock, &lock_path) => continue,
+                other => break (other, created),
+            }
+        };
+        match lock {
             Ok(lock) => {
                 let store = Store {
                     dir,
@@ -102,16 +119,22 @@ impl Store {
                     name: name.into(),
                     ..State::default()
                 });
+                let mut created = created;
+                if fresh {
+                    // Two runs racing to make these directories each see only
+                    // the ones they made; ours by name, they are recorded
+                    // whoever made them (removed only when empty).
+                    if let Some(parent) = store.dir.parent() {
+                        created.push(parent.to_path_buf());
+                    }
+                    created.push(store.dir.clone());
+                    created.sort_by_key(|d| d.components().count());
+                    created.dedup();
+                }
                 for d in created {
                     if !state.created_dirs.contains(&d) {
                         state.created_dirs.push(d);
                     }
-                }
-                // Write-ahead for the directories just made: a run that
-                // fails (or is killed) before its first step still leaves a
-                // record, so --disable removes them.
-                if fresh {
-                    store.save(&state)?;
                 }
                 Ok((store, state))
             }
@@ -185,6 +208,15 @@ impl Store {
             dirs.insert(0, parent.to_path_buf());
         }
         files::remove_dirs(&dirs)
+    }
+}
+
+/// Whether `file` is (still) the file at `path`.
+fn same_file(file: &File, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (file.metadata(), std::fs::metadata(path)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
     }
 }
 
