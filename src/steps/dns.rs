@@ -151,7 +151,7 @@ impl Step for DnsFiles {
         for f in &r.files {
             let current = files::hash_of(&f.path)?;
             match (current, &f.previous) {
-                (None, _) => {}
+                (None, _) => files::remove_temp(&f.path)?,
                 (Some(h), Some(prev)) if h == f.sha256 => {
                     files::write_atomic(&f.path, prev.as_bytes(), 0o644)?;
                     out.push(format!("restored {}", f.path.display()));

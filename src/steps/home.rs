@@ -136,11 +136,16 @@ pub fn apply_files(
     let mut out = Vec::new();
     for (p, body, mode) in wanted {
         if let Some(parent) = p.parent() {
-            let made = owner::dirs_under(home, parent, 0o750, who)?;
-            if !made.is_empty() {
-                r.created_dirs.extend(made);
+            // Write-ahead: the directories are recorded before they exist.
+            let missing: Vec<PathBuf> = files::missing_dirs(parent)
+                .into_iter()
+                .filter(|d| d.starts_with(home) && !r.created_dirs.contains(d))
+                .collect();
+            if !missing.is_empty() {
+                r.created_dirs.extend(missing);
                 put(r)?;
             }
+            owner::dirs_under(home, parent, 0o750, who)?;
         }
         let sha = files::sha256_hex(body.as_bytes());
         let ours = r.files.iter().find(|f| &f.path == p).map(|f| f.sha256.clone());
@@ -177,6 +182,8 @@ pub fn revert_files(r: &FileSet) -> Result<Vec<String>> {
         if owner::is_symlink(&f.path) {
             out.push(format!("left {} alone: it is a symbolic link now", f.path.display()));
         } else if files::hash_of(&f.path)?.is_none() {
+            // Never written, or killed before the rename: only a temp name may be left.
+            files::remove_temp(&f.path)?;
         } else if files::remove_if_ours(&f.path, &f.sha256)? {
             out.push(format!("removed {}", f.path.display()));
         } else {

@@ -375,6 +375,9 @@ impl Step for OpenclawJson {
         let r: Record = data(self.id(), v)?;
         let p = &r.path;
         let mut out = Vec::new();
+        // What a run killed in the middle of a write may have left.
+        files::remove_temp(p)?;
+        files::remove_temp(&r.bak)?;
         if owner::is_symlink(p) {
             out.push(format!("left {} alone: it is a symbolic link now", p.display()));
             return Ok(out);

@@ -18,13 +18,30 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 /// Write `bytes` to `path` atomically with `mode`, durable (fsynced) once
 /// this returns. Refuses to replace a symlink: we never write through a
 /// link someone planted.
+///
+/// The content goes to an anonymous file (`O_TMPFILE`) first, so a run
+/// killed while writing leaves nothing behind; only once it is complete
+/// does it get a name (`.NAME.sandbox-tmp`, for the instant until the
+/// rename). A full disk or a read-only filesystem is reported with its
+/// fix, and leaves the old file as it was.
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
-    write_atomic_with(path, bytes, mode, true)
+    write_file(path, bytes, mode, None, true)
 }
 
 /// As [`write_atomic`]; with `durable` false the rename is atomic (a killed
 /// process never leaves half a file) but not yet on disk after a power cut.
 pub fn write_atomic_with(path: &Path, bytes: &[u8], mode: u32, durable: bool) -> Result<()> {
+    write_file(path, bytes, mode, None, durable)
+}
+
+/// As [`write_atomic`], the new file given to `owner` (uid, gid) before it
+/// takes the name: a run killed at any point never leaves a file of the
+/// right content with the wrong owner.
+pub fn write_atomic_as(path: &Path, bytes: &[u8], mode: u32, owner: Option<(u32, u32)>) -> Result<()> {
+    write_file(path, bytes, mode, owner, true)
+}
+
+fn write_file(path: &Path, bytes: &[u8], mode: u32, owner: Option<(u32, u32)>, durable: bool) -> Result<()> {
     if fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
         return Err(Error::host(
             path.display().to_string(),
@@ -33,27 +50,60 @@ pub fn write_atomic_with(path: &Path, bytes: &[u8], mode: u32, durable: bool) ->
         ));
     }
     let dir = path.parent().unwrap_or(Path::new("/"));
-    let file_name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{file_name}.sandbox-tmp"));
+    let tmp = temp_path(path);
     let result = (|| {
-        let mut f = OpenOptions::new()
+        let write = |f: &mut File, at: &Path| -> Result<()> {
+            f.write_all(bytes).map_err(|e| io_error("write", at, e))?;
+            if let Some((uid, gid)) = owner {
+                std::os::unix::fs::fchown(&*f, Some(uid), Some(gid)).map_err(|e| io_error("chown", at, e))?;
+            }
+            f.set_permissions(fs::Permissions::from_mode(mode))
+                .map_err(|e| io_error("chmod", at, e))?;
+            if durable {
+                f.sync_all().map_err(|e| io_error("fsync", at, e))?;
+            }
+            Ok(())
+        };
+        let anonymous = OpenOptions::new()
             .write(true)
-            .create(true)
-            .truncate(true)
             .mode(mode)
-            .custom_flags(nix::libc::O_NOFOLLOW)
-            .open(&tmp)
-            .map_err(|e| Error::io("create", &tmp, e))?;
-        f.write_all(bytes).map_err(|e| Error::io("write", &tmp, e))?;
-        f.set_permissions(fs::Permissions::from_mode(mode))
-            .map_err(|e| Error::io("chmod", &tmp, e))?;
-        if durable {
-            f.sync_all().map_err(|e| Error::io("fsync", &tmp, e))?;
+            .custom_flags(nix::libc::O_TMPFILE)
+            .open(dir);
+        match anonymous {
+            Ok(mut f) => {
+                write(&mut f, dir)?;
+                // A stale name from a run killed between link and rename.
+                let _ = fs::remove_file(&tmp);
+                let fd = PathBuf::from(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&f)));
+                nix::unistd::linkat(
+                    None,
+                    fd.as_path(),
+                    None,
+                    tmp.as_path(),
+                    nix::unistd::LinkatFlags::AT_SYMLINK_FOLLOW,
+                )
+                .map_err(|e| io_error("link", &tmp, e.into()))?;
+            }
+            // Filesystems without O_TMPFILE: a named temp file throughout.
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(nix::libc::EOPNOTSUPP | nix::libc::EISDIR | nix::libc::EINVAL)
+                ) =>
+            {
+                let mut f = OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .mode(mode)
+                    .custom_flags(nix::libc::O_NOFOLLOW)
+                    .open(&tmp)
+                    .map_err(|e| io_error("create", &tmp, e))?;
+                write(&mut f, &tmp)?;
+            }
+            Err(e) => return Err(io_error("create a file in", dir, e)),
         }
-        fs::rename(&tmp, path).map_err(|e| Error::io("rename into place", path, e))?;
+        fs::rename(&tmp, path).map_err(|e| io_error("rename into place", path, e))?;
         if durable {
             sync_dir(dir)?;
         }
@@ -63,6 +113,32 @@ pub fn write_atomic_with(path: &Path, bytes: &[u8], mode: u32, durable: bool) ->
         let _ = fs::remove_file(&tmp);
     }
     result
+}
+
+/// The name a file has for an instant before it is renamed over `path`.
+/// A run killed in that instant leaves it; reverts remove it with the file.
+pub fn temp_path(path: &Path) -> PathBuf {
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    dir.join(format!(".{file_name}.sandbox-tmp"))
+}
+
+/// An I/O error, with the fix when the cause is the filesystem itself.
+fn io_error(what: &'static str, path: &Path, e: std::io::Error) -> Error {
+    let fix = match e.raw_os_error() {
+        Some(nix::libc::ENOSPC) | Some(nix::libc::EDQUOT) => {
+            "free space on that filesystem, then re-run setup (or run --disable to undo what was done)"
+        }
+        Some(nix::libc::EROFS) => {
+            "remount that filesystem read-write, then re-run setup (or run --disable to undo what was done)"
+        }
+        _ => return Error::io(what, path, e),
+    };
+    let kind = e.kind();
+    Error::io(what, path, std::io::Error::new(kind, format!("{e}\n  fix: {fix}")))
 }
 
 pub fn sync_dir(dir: &Path) -> Result<()> {
@@ -91,17 +167,48 @@ pub fn missing_dirs(dir: &Path) -> Vec<PathBuf> {
 /// Create `dir` and any missing parents; return the ones we created,
 /// outermost first, so they can be removed again in reverse.
 pub fn create_dirs(dir: &Path, mode: u32) -> Result<Vec<PathBuf>> {
-    let missing = missing_dirs(dir);
-    for d in &missing {
-        fs::create_dir(d).map_err(|e| Error::io("create directory", d, e))?;
-        fs::set_permissions(d, fs::Permissions::from_mode(mode)).map_err(|e| Error::io("chmod", d, e))?;
+    let mut made = Vec::new();
+    for d in missing_dirs(dir) {
+        match fs::create_dir(&d) {
+            Ok(()) => {}
+            // Another run made it a moment ago: it is not ours to record.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && d.is_dir() => continue,
+            Err(e) => return Err(io_error("create directory", &d, e)),
+        }
+        fs::set_permissions(&d, fs::Permissions::from_mode(mode)).map_err(|e| Error::io("chmod", &d, e))?;
+        made.push(d);
     }
-    Ok(missing)
+    Ok(made)
 }
 
-/// Remove directories we created (innermost first), each only if empty.
+/// Remove the temp name a killed `write_atomic` of `path` may have left.
+pub fn remove_temp(path: &Path) -> Result<()> {
+    let tmp = temp_path(path);
+    match fs::remove_file(&tmp) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io("remove", tmp, e)),
+    }
+}
+
+/// Remove directories we created (innermost first), each only if empty
+/// but for temp names of our own (`.*.sandbox-tmp`), which go with it.
 pub fn remove_dirs(created: &[PathBuf]) -> Result<()> {
     for d in created.iter().rev() {
+        // Recorded ahead but never made (on a read-only filesystem, rmdir
+        // of a missing directory says EROFS rather than ENOENT).
+        if fs::symlink_metadata(d).is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound) {
+            continue;
+        }
+        if let Ok(entries) = fs::read_dir(d) {
+            for e in entries.flatten() {
+                let name = e.file_name();
+                let name = name.to_string_lossy();
+                if name.starts_with('.') && name.ends_with(".sandbox-tmp") && e.file_type().is_ok_and(|t| t.is_file()) {
+                    let _ = fs::remove_file(e.path());
+                }
+            }
+        }
         match fs::remove_dir(d) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -127,6 +234,7 @@ pub fn hash_of(path: &Path) -> Result<Option<String>> {
 /// Remove `path` if it is absent or still holds what we wrote (`hash`).
 /// Returns whether the file is gone; an edited file is left in place.
 pub fn remove_if_ours(path: &Path, hash: &str) -> Result<bool> {
+    remove_temp(path)?;
     match hash_of(path)? {
         None => Ok(true),
         Some(h) if h == hash => {

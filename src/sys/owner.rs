@@ -105,7 +105,7 @@ fn check_dir(path: &Path) -> Result<()> {
 /// Write `bytes` atomically to `path` (never through a symlink), then give
 /// it to `owner` with `mode` on an O_NOFOLLOW fd.
 pub fn write(path: &Path, bytes: &[u8], mode: u32, owner: Owner) -> Result<()> {
-    files::write_atomic(path, bytes, mode)?;
+    files::write_atomic_as(path, bytes, mode, Some((owner.uid, owner.gid)))?;
     set(path, false, mode, owner)
 }
 
