@@ -9,15 +9,15 @@ pub mod audit;
 pub mod cli;
 pub mod engine;
 pub mod fault;
-pub mod inventory;
 pub mod firewall;
+pub mod inventory;
 pub mod policy;
 pub mod preflight;
 pub mod report;
 pub mod run;
 pub mod spec;
-pub mod status;
 pub mod state;
+pub mod status;
 pub mod steps;
 #[cfg(test)]
 pub mod testutil;
