@@ -400,7 +400,7 @@ mod tests {
         let output = t.shape().into_iter().find(|c| c.name == "output").expect("output");
         let records = output.rules.iter().filter(|w| *w == RECORD).count();
         assert_eq!(records, 4, "{output:?}");
-        let json = crate::firewall::render::to_nft_value(&t).expect("json");
+        let json = crate::firewall::render::to_nft_value(&t, false).expect("json");
         let sets: Vec<&serde_json::Value> = json["nftables"]
             .as_array()
             .expect("array")

@@ -17,9 +17,18 @@ use super::{DENIED4, DENIED6, DENIED_SIZE, DENIED_TIMEOUT_S, LOG_BURST, LOG_PER_
 /// The batch that (re)creates `t` atomically: "add table; delete table"
 /// first, so a stale or drifted copy of our table goes, and nothing else in
 /// the ruleset is touched.
-pub fn to_nft_json(t: &Table) -> Nftables<'static> {
-    let mut objs: Vec<NfObject<'static>> = delete_table_cmds(&t.name);
-    objs.push(add(NfListObject::Table(table(&t.name))));
+///
+/// With `fresh`, the batch instead *creates* the table, failing if one of
+/// that name exists: a first install then skips the delete, whose RCU grace
+/// period is most of an nft run's cost.
+pub fn to_nft_json(t: &Table, fresh: bool) -> Nftables<'static> {
+    let mut objs: Vec<NfObject<'static>> = if fresh {
+        vec![NfObject::CmdObject(NfCmd::Create(NfListObject::Table(table(&t.name))))]
+    } else {
+        let mut v = delete_table_cmds(&t.name);
+        v.push(add(NfListObject::Table(table(&t.name))));
+        v
+    };
     objs.push(add(NfListObject::Chain(schema::Chain {
         family: NfFamily::INet,
         table: t.name.clone().into(),
@@ -75,8 +84,8 @@ pub fn to_nft_json(t: &Table) -> Nftables<'static> {
 /// [`to_nft_json`] as the JSON `nft -j -f -` reads, with what the
 /// `nftables` crate cannot say yet: a counter on every element of the
 /// denial sets (`"stmt": [{"counter": null}]` on the set).
-pub fn to_nft_value(t: &Table) -> serde_json::Result<serde_json::Value> {
-    let mut v = serde_json::to_value(to_nft_json(t))?;
+pub fn to_nft_value(t: &Table, fresh: bool) -> serde_json::Result<serde_json::Value> {
+    let mut v = serde_json::to_value(to_nft_json(t, fresh))?;
     for obj in v["nftables"].as_array_mut().into_iter().flatten() {
         if let Some(set) = obj.pointer_mut("/add/set").and_then(|s| s.as_object_mut()) {
             set.insert("stmt".into(), serde_json::json!([{ "counter": null }]));
@@ -389,5 +398,20 @@ fn cond_text(c: &Cond) -> String {
         }
         Cond::Established => "ct state established,related".into(),
         Cond::Ipv6 => "meta nfproto ipv6".into(),
+    }
+}
+
+#[cfg(test)]
+mod fresh_tests {
+    use super::*;
+
+    #[test]
+    fn a_fresh_install_creates_and_never_deletes() {
+        let t = crate::firewall::generate::netns_table(&crate::testutil::spec(&["--policy", "strict"]));
+        let fresh = serde_json::to_string(&to_nft_json(&t, true)).expect("json");
+        assert!(fresh.starts_with(r#"{"nftables":[{"create":{"table""#), "{fresh}");
+        assert!(!fresh.contains(r#""delete""#), "{fresh}");
+        let replace = serde_json::to_string(&to_nft_json(&t, false)).expect("json");
+        assert!(replace.contains(r#"{"delete":{"table""#), "{replace}");
     }
 }

@@ -70,7 +70,7 @@ impl Step for EgressRules {
             if known && nft::is_current(&t)? {
                 return Ok(false);
             }
-            nft::apply(&t)?;
+            nft::apply(&t, !known)?;
             Ok(true)
         })?;
         Ok(if changed {

@@ -54,7 +54,7 @@ impl Step for HostRules {
         if known && nft::is_current(&t)? {
             return Ok(vec![]);
         }
-        nft::apply(&t)?;
+        nft::apply(&t, !known)?;
         Ok(vec![describe(&t).replacen("install", "installed", 1)])
     }
 

@@ -11,13 +11,25 @@ use crate::firewall::{self, ChainShape, Table};
 const NFT: &str = "nft";
 
 /// Replace our table with `t`, atomically (one nft batch).
-pub fn apply(t: &Table) -> Result<()> {
+///
+/// `first`: no record of ours says the table was ever installed, so try to
+/// create it (cheap); only if one of that name exists after all (a record
+/// lost behind our back) replace it.
+pub fn apply(t: &Table, first: bool) -> Result<()> {
     let op = format!("install table inet {}", t.name);
-    let batch = firewall::render::to_nft_value(t).map_err(|e| Error::Nft {
-        op: op.clone(),
-        cause: e.to_string(),
-    })?;
-    run(&batch, &op)
+    let batch = |fresh| {
+        firewall::render::to_nft_value(t, fresh).map_err(|e| Error::Nft {
+            op: op.clone(),
+            cause: e.to_string(),
+        })
+    };
+    if first {
+        match run(&batch(true)?, &op) {
+            Err(Error::Nft { cause, .. }) if cause.contains("File exists") => {}
+            done => return done,
+        }
+    }
+    run(&batch(false)?, &op)
 }
 
 /// Delete our table if present; absent is fine.
