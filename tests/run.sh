@@ -27,7 +27,12 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --all-targets --quiet -- -D warnings
-echo "== cargo test (unit + root integration)"
-cargo test --all-targets
+cargo clippy --all-targets --features fault-injection --quiet -- -D warnings
+# The fault-injection feature only adds hooks that SANDBOX_FAULT arms, so
+# every ordinary test runs too.
+echo "== cargo test (unit + root integration + fault matrix)"
+cargo test --all-targets --features fault-injection
+echo "== soak: SIGKILL setup and --disable at random moments (CI size)"
+SANDBOX_BIN="${CARGO_TARGET_DIR:-target}/debug/sandbox" tests/bench/soak.sh 20
 echo "== shellcheck"
 shellcheck tests/run.sh tests/bench/*.sh .ci/run
