@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(
     name = "sandbox",
-    version,
+    version = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("SANDBOX_COMMIT"), ")"),
     about = "Provision (and remove without a trace) a locked-down home for an AI agent runtime"
 )]
 pub struct Cli {
@@ -20,6 +20,48 @@ pub struct Cli {
 pub enum Command {
     /// Create the sandbox (or, with --disable, take it away again).
     Setup(SetupArgs),
+    /// The change-control report of what `setup` with these flags would do (same as `setup --dry-run`).
+    Plan(SetupArgs),
+    /// Is the sandbox in place and healthy? Exit code 6 when anything is not.
+    Status(StatusArgs),
+    /// The audit log: every change applied or reverted, oldest first.
+    Log(LogArgs),
+    /// Print shell completions for SHELL to standard output.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) to standard output.
+    Man,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct StatusArgs {
+    /// Which sandbox.
+    #[arg(long, default_value = "sandbox", value_name = "NAME")]
+    pub name: String,
+    /// Take every file path (state included) under DIR instead of /.
+    #[arg(long, default_value = "/", value_name = "DIR")]
+    pub root: PathBuf,
+    /// Do not ask systemd about the units.
+    #[arg(long)]
+    pub no_systemd: bool,
+    /// One JSON document instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct LogArgs {
+    /// Only this sandbox's entries (default: every sandbox's).
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+    /// Take every file path under DIR instead of /.
+    #[arg(long, default_value = "/", value_name = "DIR")]
+    pub root: PathBuf,
+    /// One JSON object per line, as stored.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -66,6 +108,12 @@ pub struct SetupArgs {
     /// Print every change that would be made, and change nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// With --dry-run (or `plan`): the report as text, markdown (fit for a change ticket) or json.
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    pub format: Option<crate::report::Format>,
+    /// Progress as one JSON event per line (a step, whether it changed anything), for configuration-management tools.
+    #[arg(long)]
+    pub json: bool,
     /// Take every file path (state included) under DIR instead of /.
     #[arg(long, default_value = "/", value_name = "DIR")]
     pub root: PathBuf,

@@ -15,6 +15,9 @@ pub enum Error {
     /// Preflight found problems; each names its own fix. Nothing changed.
     #[error("preflight found {} problem(s); nothing was changed:\n{}", problems.len(), problems.iter().map(|p| format!("  - {}", p.to_string().replace('\n', "\n    "))).collect::<Vec<_>>().join("\n"))]
     Preflight { problems: Vec<Error> },
+    /// `sandbox status` found something unhealthy (the checks say what).
+    #[error("sandbox {name} is unhealthy: see the FAIL lines above\n  fix: each FAIL line names its fix; `sudo sandbox setup` with the same flags repairs what is ours")]
+    Unhealthy { name: String },
     /// Another run holds the lock on this sandbox.
     #[error("sandbox {name}: another `sandbox` run holds {path}\n  fix: wait for it to finish, then re-run")]
     Locked { name: String, path: PathBuf },
@@ -92,6 +95,7 @@ impl Error {
             Error::Input { .. } => 2,
             Error::Host { .. } | Error::Preflight { .. } => 3,
             Error::Locked { .. } => 4,
+            Error::Unhealthy { .. } => 6,
             Error::State { .. } => 5,
             Error::Step { source, .. } => source.exit_code(),
             Error::Io { .. } | Error::Netlink { .. } | Error::Nft { .. } | Error::Systemd { .. } => 1,

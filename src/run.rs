@@ -3,16 +3,25 @@
 
 use std::io::{BufRead, IsTerminal, Write};
 
-use crate::audit::AuditLog;
-use crate::cli::SetupArgs;
+use crate::audit::{self, AuditLog};
+use crate::cli::{LogArgs, SetupArgs, StatusArgs};
 use crate::engine::{self, Outcome};
 use crate::error::{Error, Result};
 use crate::preflight;
+use crate::report::{self, Format, Report};
 use crate::spec::{self, Spec};
 use crate::state::Store;
+use crate::status;
 use crate::steps;
 
 pub fn setup(args: &SetupArgs) -> Result<()> {
+    if args.format.is_some() && !args.dry_run {
+        return Err(Error::input(
+            "--format",
+            "only shapes the plan of --dry-run",
+            "add --dry-run (or use `sandbox plan`); for progress as JSON use --json",
+        ));
+    }
     if args.disable {
         return disable(args);
     }
@@ -25,7 +34,7 @@ pub fn setup(args: &SetupArgs) -> Result<()> {
     }
     let previous = Store::peek(&spec.root, &spec.name)?;
     if args.dry_run {
-        return dry_run(&spec, &steps, previous.as_ref());
+        return dry_run(&spec, &steps, previous.as_ref(), args.format.unwrap_or(Format::Text));
     }
     let problems = preflight::for_setup(&spec, previous.as_ref());
     if !problems.is_empty() {
@@ -42,23 +51,27 @@ pub fn setup(args: &SetupArgs) -> Result<()> {
     }
     let (store, mut state) = Store::open(&spec.root, &spec.name)?;
     // After the lock: a run refused for it must leave no trace.
-    let mut report = Reporter::new(AuditLog::open(&spec.root, &spec.name)?, "apply");
+    let mut report = Reporter::new(AuditLog::open(&spec.root, &spec.name)?, "apply", args.json);
     state.spec = serde_json::to_value(&spec).ok();
-    println!(
+    report.say(&format!(
         "sandbox {}: setup (policy {}, root {})",
         spec.name,
         spec.policy_name,
         spec.root.0.display()
-    );
+    ));
     let done = engine::apply_all(&steps, &spec, &store, &mut state, &mut |o| report.step(o));
     report.finish(done.as_ref().err())?;
     let done = done?;
     let changed = done.iter().filter(|o| o.changed()).count();
     if changed == 0 {
-        println!("nothing changed: all {} steps were already in place", done.len());
+        report.say(&format!(
+            "nothing changed: all {} steps were already in place",
+            done.len()
+        ));
     } else {
-        println!("done: {changed} of {} steps changed", done.len());
+        report.say(&format!("done: {changed} of {} steps changed", done.len()));
     }
+    report.done(changed);
     Ok(())
 }
 
@@ -91,8 +104,8 @@ fn disable(args: &SetupArgs) -> Result<()> {
         confirm("Take the sandbox away?")?;
     }
     let (store, mut state) = Store::open(&root, &name)?;
-    let mut report = Reporter::new(AuditLog::open(&root, &name)?, "revert");
-    println!("sandbox {name}: disable (root {})", root.0.display());
+    let mut report = Reporter::new(AuditLog::open(&root, &name)?, "revert", args.json);
+    report.say(&format!("sandbox {name}: disable (root {})", root.0.display()));
     let undo = engine::Undo {
         root: root.clone(),
         purge: args.purge,
@@ -101,7 +114,11 @@ fn disable(args: &SetupArgs) -> Result<()> {
     report.finish(done.as_ref().err())?;
     let done = done?;
     store.remove(&state)?;
-    println!("done: {} steps reverted; nothing of sandbox {name} is left", done.len());
+    report.say(&format!(
+        "done: {} steps reverted; nothing of sandbox {name} is left",
+        done.len()
+    ));
+    report.done(done.iter().filter(|o| o.changed()).count());
     Ok(())
 }
 
@@ -164,17 +181,35 @@ fn refuse_unprivileged() -> Result<()> {
     }
 }
 
-fn dry_run(spec: &Spec, steps: &[Box<dyn engine::Step>], previous: Option<&crate::state::State>) -> Result<()> {
-    let plan = engine::plan_all(steps, spec, previous);
-    print_plan(spec, &plan);
-    if plan.iter().all(|o| !o.changed()) {
-        println!("nothing to change");
+fn dry_run(
+    spec: &Spec,
+    steps: &[Box<dyn engine::Step>],
+    previous: Option<&crate::state::State>,
+    format: Format,
+) -> Result<()> {
+    let changes = engine::plan_all(steps, spec, previous);
+    let unchanged = changes.iter().all(|o| !o.changed());
+    let r = Report {
+        sandbox: spec.name.clone(),
+        policy: spec.policy_name.clone(),
+        policy_description: spec.policy.description.clone(),
+        root: spec.root.0.display().to_string(),
+        changes,
+        flows: report::flows(spec),
+        inventory: engine::inventory_all(steps, spec),
+        // Say now what would stop the real run, without failing the plan.
+        preflight: preflight::for_setup(spec, previous)
+            .iter()
+            .map(|p| p.to_string())
+            .collect(),
+    };
+    print!("{}", report::render(&r, format));
+    if format == Format::Text {
+        if unchanged {
+            println!("\nnothing to change");
+        }
+        println!("(dry run: nothing was changed)");
     }
-    // Say now what would stop the real run, without failing the plan.
-    for p in preflight::for_setup(spec, previous) {
-        println!("preflight: {}", p.to_string().replace('\n', "\n  "));
-    }
-    println!("(dry run: nothing was changed)");
     Ok(())
 }
 
@@ -196,28 +231,61 @@ fn print_plan(spec: &Spec, plan: &[Outcome]) {
     }
 }
 
-/// Progress lines for the operator and the audit log, one step at a time.
+/// Progress for the operator (lines, or JSON events with `--json`) and
+/// the audit log, one step at a time.
 struct Reporter {
     audit: AuditLog,
     action: &'static str,
+    json: bool,
     /// The first audit write that failed; reported after the run, since a
     /// step that changed the host must still finish its record.
     audit_failed: Option<Error>,
 }
 
 impl Reporter {
-    fn new(audit: AuditLog, action: &'static str) -> Reporter {
+    fn new(audit: AuditLog, action: &'static str, json: bool) -> Reporter {
         Reporter {
             audit,
             action,
+            json,
             audit_failed: None,
         }
     }
 
+    /// A line for people; JSON mode keeps standard output to events.
+    fn say(&self, line: &str) {
+        if !self.json {
+            println!("{line}");
+        }
+    }
+
     fn step(&mut self, o: &Outcome) {
-        progress(o);
+        if self.json {
+            let event = serde_json::json!({
+                "event": "step",
+                "action": self.action,
+                "step": o.step,
+                "changed": o.changed(),
+                "changes": o.changes,
+            });
+            println!("{event}");
+        } else {
+            progress(o);
+        }
         if let Err(e) = self.audit.record(self.action, o) {
             self.audit_failed.get_or_insert(e);
+        }
+    }
+
+    fn done(&self, changed_steps: usize) {
+        if self.json {
+            let event = serde_json::json!({
+                "event": "done",
+                "action": self.action,
+                "changed": changed_steps > 0,
+                "changed_steps": changed_steps,
+            });
+            println!("{event}");
         }
     }
 
@@ -237,6 +305,52 @@ fn progress(o: &Outcome) {
     for c in &o.changes {
         println!("  {:<14} {c}", o.step);
     }
+}
+
+/// `sandbox plan`: `setup --dry-run` under its own name.
+pub fn plan(args: &SetupArgs) -> Result<()> {
+    let mut a = args.clone();
+    a.dry_run = true;
+    setup(&a)
+}
+
+/// `sandbox status`: a table (or JSON); unhealthy is exit code 6.
+pub fn status(args: &StatusArgs) -> Result<()> {
+    let (name, root) = spec::target(&args.name, &args.root)?;
+    refuse_unprivileged()?;
+    let s = status::collect(&root, &name, !args.no_systemd)?;
+    if args.json {
+        let text = serde_json::to_string_pretty(&s).map_err(|e| Error::io("encode status", "stdout", e.into()))?;
+        println!("{text}");
+    } else {
+        status::print_table(&s);
+    }
+    if s.healthy {
+        Ok(())
+    } else {
+        Err(Error::Unhealthy { name })
+    }
+}
+
+/// `sandbox log`: the audit trail, oldest first.
+pub fn log(args: &LogArgs) -> Result<()> {
+    let root = spec::target("sandbox", &args.root)?.1;
+    let entries = audit::read(&root, args.name.as_deref())?;
+    for e in &entries {
+        if args.json {
+            let line = serde_json::to_string(e).map_err(|err| Error::io("encode entry", "stdout", err.into()))?;
+            println!("{line}");
+        } else {
+            println!(
+                "{}  {:<12} {:<10} {:<7} {:<14} {}",
+                e.time, e.sandbox, e.by, e.action, e.step, e.change
+            );
+        }
+    }
+    if entries.is_empty() && !args.json {
+        println!("no entries in {}", audit::path(&root).display());
+    }
+    Ok(())
 }
 
 fn confirm(question: &str) -> Result<()> {

@@ -93,7 +93,12 @@ impl Root {
 /// The parts of the spec that `--disable` needs: it must work with nothing
 /// but `--name` and `--root`, whatever flags setup was given.
 pub fn disable_target(args: &SetupArgs) -> Result<(String, Root)> {
-    Ok((check_name(&args.name)?, check_root(&args.root)?))
+    target(&args.name, &args.root)
+}
+
+/// A validated `--name` and `--root`, for commands that need no more.
+pub fn target(name: &str, root: &Path) -> Result<(String, Root)> {
+    Ok((check_name(name)?, check_root(root)?))
 }
 
 impl Spec {
@@ -387,14 +392,9 @@ fn nameservers(resolv_conf: &str) -> Vec<Ipv4Addr> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
 
     fn args(extra: &[&str]) -> SetupArgs {
-        let mut argv = vec!["sandbox", "setup"];
-        argv.extend_from_slice(extra);
-        match crate::cli::Cli::parse_from(argv).command {
-            crate::cli::Command::Setup(a) => a,
-        }
+        crate::testutil::args(extra)
     }
 
     fn err(extra: &[&str]) -> String {

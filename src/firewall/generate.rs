@@ -252,14 +252,8 @@ fn chain(name: &'static str, hook: Hook, policy_drop: bool, rules: Vec<Rule>) ->
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cli::{Cli, Command};
-    use clap::Parser;
-
     fn spec(extra: &[&str]) -> Spec {
-        let mut argv = vec!["sandbox", "setup"];
-        argv.extend_from_slice(extra);
-        let Command::Setup(a) = Cli::parse_from(argv).command;
-        Spec::from_args(&a).expect("valid spec")
+        crate::testutil::spec(extra)
     }
 
     fn text(t: &Table) -> String {
