@@ -53,35 +53,18 @@ impl Step for Forwarding {
     }
 
     fn apply(&self, _spec: &Spec, rec: &mut Recorder<'_>) -> Result<Vec<String>> {
-        // Never re-record: a second run would otherwise take our own "1"
-        // for the host's original value.
-        if rec.get::<Record>().is_none() {
-            let mut old = vec![(IP_FORWARD.to_string(), sysctl::read(IP_FORWARD)?)];
-            for key in sysctl::ipv4_forwarding_keys()? {
-                old.push((key.clone(), sysctl::read(&key)?));
-            }
-            rec.put(&Record { old })?;
+        if !rec.has_record() {
+            let mut keys = vec![IP_FORWARD.to_string()];
+            keys.extend(sysctl::ipv4_forwarding_keys()?);
+            rec.put(&Record {
+                old: sysctl::snapshot(&keys)?,
+            })?;
         }
-        let now = sysctl::read(IP_FORWARD)?;
-        if now == "1" {
-            return Ok(vec![]);
-        }
-        sysctl::write(IP_FORWARD, "1")?;
-        Ok(vec![format!("set {} {now} -> 1", sysctl::display(IP_FORWARD))])
+        Ok(sysctl::ensure(IP_FORWARD, "1")?.into_iter().collect())
     }
 
     fn revert(&self, _undo: &Undo, v: &Value) -> Result<Vec<String>> {
-        let r: Record = data(self.id(), v)?;
-        let mut out = Vec::new();
-        for (key, old) in &r.old {
-            // An interface that went away took its setting with it.
-            let Ok(now) = sysctl::read(key) else { continue };
-            if &now != old {
-                sysctl::write(key, old)?;
-                out.push(format!("restored {} {now} -> {old}", sysctl::display(key)));
-            }
-        }
-        Ok(out)
+        sysctl::restore(&data::<Record>(self.id(), v)?.old)
     }
 
     /// The old values were in the record: nothing can be restored, only said.

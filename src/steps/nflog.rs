@@ -26,25 +26,28 @@ const KEY: &str = "net/netfilter/nf_log_all_netns";
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Record {
-    /// The value found before our first write.
-    old: String,
+    /// (key, value) found before our first write.
+    old: Vec<(String, String)>,
 }
 
 fn present() -> bool {
     Path::new("/proc/sys").join(KEY).exists()
 }
 
+const HOST_WIDE: &str = "(host-wide: `log` rules in every network namespace reach the kernel log, \
+     so the sandbox's refusals are logged)";
+
 fn change(now: &str) -> String {
-    format!(
-        "set {} {now} -> 1 (host-wide: `log` rules in every network namespace reach the kernel log, \
-         so the sandbox's refusals are logged)",
-        sysctl::display(KEY)
-    )
+    format!("set {} {now} -> 1 {HOST_WIDE}", sysctl::display(KEY))
 }
 
 impl Step for NfLog {
     fn id(&self) -> &'static str {
         "nflog"
+    }
+
+    fn volatile(&self) -> bool {
+        true
     }
 
     fn inventory(&self, _spec: &Spec, inv: &mut Inventory) {
@@ -73,28 +76,18 @@ impl Step for NfLog {
         if !present() {
             return Ok(vec![]);
         }
-        // Never re-record: a second run would take our own "1" for the
-        // host's original value.
-        if rec.get::<Record>().is_none() {
+        if !rec.has_record() {
             rec.put(&Record {
-                old: sysctl::read(KEY)?,
+                old: sysctl::snapshot(&[KEY.to_string()])?,
             })?;
         }
-        let now = sysctl::read(KEY)?;
-        if now == "1" {
-            return Ok(vec![]);
-        }
-        sysctl::write(KEY, "1")?;
-        Ok(vec![change(&now).replacen("set", "changed", 1)])
+        Ok(sysctl::ensure(KEY, "1")?
+            .map(|line| format!("{line} {HOST_WIDE}"))
+            .into_iter()
+            .collect())
     }
 
     fn revert(&self, _undo: &Undo, v: &Value) -> Result<Vec<String>> {
-        let r: Record = data(self.id(), v)?;
-        let Ok(now) = sysctl::read(KEY) else { return Ok(vec![]) };
-        if now == r.old {
-            return Ok(vec![]);
-        }
-        sysctl::write(KEY, &r.old)?;
-        Ok(vec![format!("restored {} {now} -> {}", sysctl::display(KEY), r.old)])
+        sysctl::restore(&data::<Record>(self.id(), v)?.old)
     }
 }

@@ -47,3 +47,33 @@ pub fn ipv4_forwarding_keys() -> Result<Vec<String>> {
     keys.sort_by(|a, b| rank(a).cmp(&rank(b)).then(a.cmp(b)));
     Ok(keys)
 }
+
+/// The current values of `keys`: what a step records once, before its
+/// first write, so that a re-run never takes our own value for the host's.
+pub fn snapshot(keys: &[String]) -> Result<Vec<(String, String)>> {
+    keys.iter().map(|k| Ok((k.clone(), read(k)?))).collect()
+}
+
+/// Set `key` to `value`; a line saying so when it was not already.
+pub fn ensure(key: &str, value: &str) -> Result<Option<String>> {
+    let now = read(key)?;
+    if now == value {
+        return Ok(None);
+    }
+    write(key, value)?;
+    Ok(Some(format!("set {} {now} -> {value}", display(key))))
+}
+
+/// Write back every recorded value that differs now, in order; a key that
+/// went away (its interface deleted) took its setting with it.
+pub fn restore(old: &[(String, String)]) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    for (key, value) in old {
+        let Ok(now) = read(key) else { continue };
+        if &now != value {
+            write(key, value)?;
+            out.push(format!("restored {} {now} -> {value}", display(key)));
+        }
+    }
+    Ok(out)
+}
