@@ -5,12 +5,7 @@
 
 use std::path::PathBuf;
 
-use serde_json::Value;
-
-use super::home::{self, FileSet};
-use crate::engine::{data, Recorder, Step, Undo};
-use crate::error::Result;
-use crate::inventory::Inventory;
+use super::home::{self, SeededFiles};
 use crate::spec::Spec;
 
 pub struct Extras;
@@ -35,37 +30,13 @@ pub const FILES: &[(&str, &str)] = &[
     ),
 ];
 
-fn wanted(spec: &Spec) -> Vec<(PathBuf, String, u32)> {
-    let h = home::dir(spec);
-    FILES.iter().map(|(p, t)| (h.join(p), t.to_string(), 0o640)).collect()
-}
+impl SeededFiles for Extras {
+    const ID: &'static str = "extras";
+    const INVERSE: &'static str = "removed if unchanged";
 
-impl Step for Extras {
-    fn id(&self) -> &'static str {
-        "extras"
-    }
-
-    fn inventory(&self, spec: &Spec, inv: &mut Inventory) {
-        for (p, body, mode) in wanted(spec) {
-            inv.file(self.id(), &p, &spec.name, mode, body.as_bytes(), "removed if unchanged");
-        }
-    }
-
-    fn plan(&self, spec: &Spec, rec: Option<&Value>) -> Result<Vec<String>> {
-        let r = rec.and_then(|v| serde_json::from_value::<FileSet>(v.clone()).ok());
-        home::plan_files(&wanted(spec), r.as_ref())
-    }
-
-    fn apply(&self, spec: &Spec, rec: &mut Recorder<'_>) -> Result<Vec<String>> {
-        let who = home::owner(spec)?;
-        let mut r = rec.get::<FileSet>().unwrap_or_default();
-        let out = home::apply_files(&home::dir(spec), &wanted(spec), who, &mut r, &mut |r| rec.put(r))?;
-        rec.put(&r)?;
-        Ok(out)
-    }
-
-    fn revert(&self, _undo: &Undo, v: &Value) -> Result<Vec<String>> {
-        home::revert_files(&data(self.id(), v)?)
+    fn files(spec: &Spec) -> Vec<(PathBuf, String, u32)> {
+        let h = home::dir(spec);
+        FILES.iter().map(|(p, t)| (h.join(p), t.to_string(), 0o640)).collect()
     }
 }
 
@@ -78,7 +49,7 @@ mod tests {
         for (p, t) in FILES {
             assert!(!t.trim().is_empty(), "{p}");
             if p.ends_with(".json") {
-                serde_json::from_str::<Value>(t).unwrap_or_else(|e| panic!("{p}: {e}"));
+                serde_json::from_str::<serde_json::Value>(t).unwrap_or_else(|e| panic!("{p}: {e}"));
             }
         }
         assert!(FILES[0].1.starts_with("---\nname: codeguard\n"), "skill front matter");

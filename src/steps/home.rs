@@ -5,7 +5,11 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use serde_json::Value;
+
+use crate::engine::{data, Recorder, Step, Undo};
 use crate::error::{Error, Result};
+use crate::inventory::Inventory;
 use crate::spec::Spec;
 use crate::sys::owner::{self, Owner};
 use crate::sys::{files, users};
@@ -192,4 +196,44 @@ pub fn revert_files(r: &FileSet) -> Result<Vec<String>> {
     }
     files::remove_dirs(&r.created_dirs)?;
     Ok(out)
+}
+
+/// A step that seeds a fixed set of files in the home (owned by the
+/// sandbox user) and on revert removes those still as written. `Step` is
+/// implemented once for all of them below.
+pub trait SeededFiles {
+    const ID: &'static str;
+    /// The inverse, as the change-control report states it.
+    const INVERSE: &'static str;
+    /// (path, content, mode) for this spec.
+    fn files(spec: &Spec) -> Vec<(PathBuf, String, u32)>;
+}
+
+impl<T: SeededFiles> Step for T {
+    fn id(&self) -> &'static str {
+        T::ID
+    }
+
+    fn inventory(&self, spec: &Spec, inv: &mut Inventory) {
+        for (p, body, mode) in T::files(spec) {
+            inv.file(T::ID, &p, &spec.name, mode, body.as_bytes(), T::INVERSE);
+        }
+    }
+
+    fn plan(&self, spec: &Spec, rec: Option<&Value>) -> Result<Vec<String>> {
+        let r = rec.and_then(|v| serde_json::from_value::<FileSet>(v.clone()).ok());
+        plan_files(&T::files(spec), r.as_ref())
+    }
+
+    fn apply(&self, spec: &Spec, rec: &mut Recorder<'_>) -> Result<Vec<String>> {
+        let who = owner(spec)?;
+        let mut r = rec.get::<FileSet>().unwrap_or_default();
+        let out = apply_files(&dir(spec), &T::files(spec), who, &mut r, &mut |r| rec.put(r))?;
+        rec.put(&r)?;
+        Ok(out)
+    }
+
+    fn revert(&self, _undo: &Undo, v: &Value) -> Result<Vec<String>> {
+        revert_files(&data(T::ID, v)?)
+    }
 }

@@ -6,12 +6,7 @@
 
 use std::path::PathBuf;
 
-use serde_json::Value;
-
-use super::home::{self, FileSet};
-use crate::engine::{data, Recorder, Step, Undo};
-use crate::error::Result;
-use crate::inventory::Inventory;
+use super::home::{self, SeededFiles};
 use crate::spec::Spec;
 
 pub struct Scripts;
@@ -122,40 +117,16 @@ echo "pair.sh: device {name} paired with the sidecar at $url"
     )
 }
 
-fn wanted(spec: &Spec) -> Vec<(PathBuf, String, u32)> {
-    let h = home::dir(spec);
-    vec![
-        (h.join("run-sandbox.sh"), run_sandbox_sh(spec), 0o750),
-        (h.join("pair.sh"), pair_sh(spec), 0o750),
-    ]
-}
+impl SeededFiles for Scripts {
+    const ID: &'static str = "scripts";
+    const INVERSE: &'static str = "removed if unedited";
 
-impl Step for Scripts {
-    fn id(&self) -> &'static str {
-        "scripts"
-    }
-
-    fn inventory(&self, spec: &Spec, inv: &mut Inventory) {
-        for (p, body, mode) in wanted(spec) {
-            inv.file(self.id(), &p, &spec.name, mode, body.as_bytes(), "removed if unedited");
-        }
-    }
-
-    fn plan(&self, spec: &Spec, rec: Option<&Value>) -> Result<Vec<String>> {
-        let r = rec.and_then(|v| serde_json::from_value::<FileSet>(v.clone()).ok());
-        home::plan_files(&wanted(spec), r.as_ref())
-    }
-
-    fn apply(&self, spec: &Spec, rec: &mut Recorder<'_>) -> Result<Vec<String>> {
-        let who = home::owner(spec)?;
-        let mut r = rec.get::<FileSet>().unwrap_or_default();
-        let out = home::apply_files(&home::dir(spec), &wanted(spec), who, &mut r, &mut |r| rec.put(r))?;
-        rec.put(&r)?;
-        Ok(out)
-    }
-
-    fn revert(&self, _undo: &Undo, v: &Value) -> Result<Vec<String>> {
-        home::revert_files(&data(self.id(), v)?)
+    fn files(spec: &Spec) -> Vec<(PathBuf, String, u32)> {
+        let h = home::dir(spec);
+        vec![
+            (h.join("run-sandbox.sh"), run_sandbox_sh(spec), 0o750),
+            (h.join("pair.sh"), pair_sh(spec), 0o750),
+        ]
     }
 }
 
