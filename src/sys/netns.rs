@@ -65,6 +65,7 @@ pub fn create(dir: &Path, name: &str) -> crate::Result<DirChanges> {
 
 fn create_in(dir: &Path, path: &Path, changes: &mut DirChanges) -> crate::Result<()> {
     changes.created_dir = ensure_dir(dir)?;
+    let _lock = lock_dir(dir)?;
     changes.made_mountpoint = ensure_shared_mountpoint(dir)?;
     // Mode 0 as iproute2 does: the file is only a mount target. A leftover
     // plain file from an interrupted run is reused rather than refused.
@@ -106,10 +107,26 @@ pub fn delete(dir: &Path, name: &str) -> crate::Result<bool> {
 
 /// Undo what `create` recorded in `changes`, but only once `dir` is empty:
 /// another namespace there (ours or iproute2's) still needs the shared mount.
+/// Held while the directory is made a mount point and a namespace file
+/// created in it, or while it is found empty and released: two runs (two
+/// sandboxes) racing there would otherwise both bind-mount the directory
+/// onto itself, and a file made under the lower mount would vanish behind
+/// the upper one. iproute2 has the same race; a flock on the directory
+/// (the same inode before and after the self bind mount) closes it.
+fn lock_dir(dir: &Path) -> crate::Result<nix::fcntl::Flock<fs::File>> {
+    let f = fs::File::open(dir).map_err(|e| Error::io("open network namespace directory", dir, e))?;
+    nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| Error::io("lock network namespace directory", dir, e.into()))
+}
+
 pub fn release_dir(dir: &Path, changes: DirChanges) -> crate::Result<()> {
     if !changes.created_dir && !changes.made_mountpoint {
         return Ok(());
     }
+    let _lock = match lock_dir(dir) {
+        Err(Error::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => return Ok(()),
+        other => other?,
+    };
     let mut entries = match fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
