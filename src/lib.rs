@@ -6,6 +6,7 @@ pub mod sys;
 
 pub use error::{Error, Result};
 pub mod audit;
+pub mod boot;
 pub mod cli;
 pub mod engine;
 pub mod fault;

@@ -5,6 +5,7 @@ use sandbox::cli::{Cli, Command};
 fn main() {
     let cli = Cli::parse();
     let result = match &cli.command {
+        Command::Setup(args) if args.boot => sandbox::boot::run(args),
         Command::Setup(args) => sandbox::run::setup(args),
         Command::Plan(args) => sandbox::run::plan(args),
         Command::Status(args) => sandbox::run::status(args),

@@ -17,6 +17,7 @@
 //! | scripts       | ~/run-sandbox.sh, ~/pair.sh               | remove (if unedited)        |
 //! | pairing       | ~/.defenseclaw/device.key, paired-devices.json, ~/.env | kept            |
 //! | extras        | ~/.claw/skills/codeguard, ~/.claw/extensions/defenseclaw | remove (if unedited) |
+//! | units         | sandbox-net@, defenseclaw-gateway@, openshell-<name>, defenseclaw-<name>.target; enabled + started over D-Bus | stop, disable, remove (if unedited), reload |
 
 mod dns;
 mod egress;
@@ -30,6 +31,7 @@ mod openclaw;
 mod pairing;
 mod policy_dir;
 mod scripts;
+pub mod units;
 mod user;
 mod veth;
 
@@ -52,5 +54,6 @@ pub fn all() -> Vec<Box<dyn Step>> {
         Box::new(scripts::Scripts),
         Box::new(pairing::Pairing),
         Box::new(extras::Extras),
+        Box::new(units::Units),
     ]
 }
