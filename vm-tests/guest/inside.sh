@@ -1,0 +1,295 @@
+#!/bin/bash
+# The vm-tests, inside the VM (Debian bookworm, systemd as PID 1). Run at
+# every boot by vmtest.service; which phase runs is kept in $STATE/phase.
+#
+#   phase 1: prepare the "host" (an admin, OpenClaw installed and run once
+#            as the sandbox user), snapshot it, `sandbox setup --policy
+#            strict`, check everything, reboot.
+#   phase 2: check everything again (the reboot brought it back), setup
+#            again must change nothing, --disable, the snapshot must equal
+#            phase 1's; power off.
+#
+# Every check prints "VMTEST PASS: ..." or "VMTEST FAIL: ..." on the
+# serial console and appends it to $STATE/result, which the host reads
+# from the disk image after power-off. Every wait is bounded.
+set -uo pipefail
+
+STATE=/var/lib/vmtest
+RESULT=$STATE/result
+NAME=sandbox
+NETNS=${NAME}0
+HOST_IP=10.200.0.1
+SANDBOX_IP=10.200.0.2
+UNITS=(sandbox-net@sandbox.service defenseclaw-gateway@sandbox.service openshell-sandbox.service defenseclaw-sandbox.target)
+export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+export SUDO_USER=admin
+mkdir -p "$STATE"
+phase=$(cat "$STATE/phase" 2>/dev/null || echo 1)
+T0=$(date +%s)
+
+say() { echo "VMTEST $*" | tee -a "$RESULT"; }
+pass() { say "PASS: phase $phase: $*"; }
+fail() { say "FAIL: phase $phase: $*"; }
+# check "what" command...: PASS or FAIL by the command's status.
+check() {
+  local what=$1
+  shift
+  if "$@" >>"$STATE/checks.log" 2>&1; then pass "$what"; else fail "$what"; fi
+}
+# expect "what" want got
+expect() {
+  if [[ $3 == "$2" ]]; then pass "$1 ($3)"; else fail "$1: want '$2', got '$3'"; fi
+}
+elapsed() { echo $(($(date +%s) - T0)); }
+finish() {
+  local next=$1
+  say "TIME: phase $phase took $(elapsed) s in the VM"
+  sync
+  systemctl --no-block "$next"
+  exit 0
+}
+
+# A TCP connection from the VM host: first line of the answer, or why not.
+probe() {
+  python3 - "$1" "$2" <<'EOF'
+import socket, sys
+try:
+    with socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=3) as s:
+        s.settimeout(3)
+        print("ok " + s.recv(200).decode("ascii", "replace").strip())
+except socket.timeout:
+    print("timeout")
+except OSError as e:
+    print("refused:%s" % e.errno)
+EOF
+}
+
+# Listeners on the VM host that the sandbox must NOT reach: a service on
+# another port of the host IP (bound to 0.0.0.0, like sshd) and an
+# "outside" address on a dummy link.
+start_decoys() {
+  ip link add decoy0 type dummy 2>/dev/null
+  ip addr add 198.51.100.1/24 dev decoy0 2>/dev/null
+  ip link set decoy0 up
+  python3 - <<'EOF' &
+import socket, threading
+def serve(port):
+    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("0.0.0.0", port)); s.listen(8)
+    while True:
+        c, _ = s.accept(); c.sendall(b"decoy %d\n" % port); c.close()
+ts = [threading.Thread(target=serve, args=(p,), daemon=True) for p in (80, 53, 8080)]
+[t.start() for t in ts]; [t.join() for t in ts]
+EOF
+  sleep 1
+}
+
+# Everything --disable must put back, as text.
+snapshot() {
+  echo "## links"
+  ip -o link show | sed -E 's/^[0-9]+: //; s/ link-netnsid [0-9]+//; s/\\ +/ /g' | sort
+  echo "## addresses"
+  ip -o addr show | sed -E 's/^[0-9]+: //; s/ +valid_lft.*//' | sort
+  echo "## routes"
+  ip route show table all | sort
+  echo "## netns"
+  find /run/netns -printf '%p %y %m %u:%g\n' 2>&1
+  echo "## nft"
+  nft list ruleset
+  echo "## sysctls"
+  for f in /proc/sys/net/ipv4/ip_forward /proc/sys/net/ipv4/conf/*/forwarding /proc/sys/net/ipv6/conf/*/forwarding; do
+    echo "$f $(cat "$f")"
+  done
+  echo "## unit files"
+  systemctl list-unit-files --no-legend --no-pager | sort
+  echo "## units"
+  systemctl list-units --all --no-legend --no-pager --plain | grep -v -e vmtest -e '^session-' | awk '{print $1, $2}' | sort
+  echo "## systemd dirs"
+  find /etc/systemd /run/systemd/system /run/systemd/generator* -xdev -printf '%p %y %l\n' 2>/dev/null | sort
+  echo "## files"
+  find /etc /home /root /usr/local /var/lib/sandbox /etc/netns -xdev -printf '%p %y %m %u:%g %l\n' 2>/dev/null | sort
+  find /etc /home /root /usr/local -xdev -type f -print0 2>/dev/null | sort -z | xargs -0 sha256sum
+}
+
+# Files setup keeps by design at --disable (README: the policy, the device
+# key, the token; and what the stand-in agent wrote itself).
+KEPT='(^|  )/home/sandbox/(\.defenseclaw|\.env|agent-report|\.agent-report\.tmp)'
+strip_kept() { grep -v -E "$KEPT"; }
+
+wait_for() { # wait_for SECONDS command...: until the command succeeds
+  local until=$(($(date +%s) + $1))
+  shift
+  while ! "$@" >/dev/null 2>&1; do
+    (($(date +%s) < until)) || return 1
+    sleep 1
+  done
+}
+
+# shellcheck disable=SC2317  # called through wait_for
+report_fresh() { # the agent wrote a report after $1 (epoch seconds)
+  local ts
+  ts=$(sed -n 's/^ts=//p' "/home/$NAME/agent-report" 2>/dev/null)
+  [[ -n $ts && $ts -ge $1 ]]
+}
+field() { sed -n "s|^$1=||p" /home/$NAME/agent-report; }
+
+checks_running() {
+  local u pid uid since
+  for u in "${UNITS[@]}"; do
+    expect "$u is active" active "$(systemctl is-active "$u")"
+  done
+  expect "defenseclaw-$NAME.target is enabled (persistent)" enabled "$(systemctl is-enabled defenseclaw-$NAME.target)"
+  check "the enablement link is in /etc (survives reboots)" test -L /etc/systemd/system/multi-user.target.wants/defenseclaw-$NAME.target
+  check "no runtime links of ours in /run" bash -c "! ls /run/systemd/system/*.wants/ 2>/dev/null | grep -q -e openshell -e defenseclaw -e sandbox-net"
+
+  pid=$(systemctl show -p MainPID --value openshell-$NAME.service)
+  uid=$(id -u $NAME)
+  check "the agent runs (pid $pid)" test "$pid" -gt 0
+  local st=/proc/$pid/status
+  expect "agent Uid (seen from the host)" "$uid $uid $uid $uid" "$(awk '/^Uid:/{print $2, $3, $4, $5}' "$st")"
+  expect "agent CapEff (seen from the host)" 0000000000000000 "$(awk '/^CapEff:/{print $2}' "$st")"
+  expect "agent CapBnd (seen from the host)" 0000000000000000 "$(awk '/^CapBnd:/{print $2}' "$st")"
+  expect "agent NoNewPrivs (seen from the host)" 1 "$(awk '/^NoNewPrivs:/{print $2}' "$st")"
+  expect "agent Seccomp filter (seen from the host)" 2 "$(awk '/^Seccomp:/{print $2}' "$st")"
+  local ns_inode
+  ns_inode=$(stat -L -c %i /run/netns/$NETNS)
+  expect "agent is in netns $NETNS" "net:[$ns_inode]" "$(readlink /proc/"$pid"/ns/net)"
+  check "agent is not in the host's netns" test "$(readlink /proc/"$pid"/ns/net)" != "$(readlink /proc/1/ns/net)"
+
+  local gpid
+  gpid=$(systemctl show -p MainPID --value defenseclaw-gateway@$NAME.service)
+  expect "the sidecar runs as the admin (SUDO_USER)" "$(id -u admin)" "$(awk '/^Uid:/{print $2}' /proc/"$gpid"/status)"
+  expect "the sidecar has no capabilities" 0000000000000000 "$(awk '/^CapEff:/{print $2}' /proc/"$gpid"/status)"
+  check "the sidecar is in the host's netns" test "$(readlink /proc/"$gpid"/ns/net)" = "$(readlink /proc/1/ns/net)"
+
+  # From the agent's own context.
+  since=$(($(date +%s) + 1))
+  if [[ $pid -gt 0 ]] && wait_for 60 report_fresh "$since"; then
+    pass "the agent reports from inside"
+  else
+    fail "no fresh agent report (agent pid '$pid')"
+  fi
+  expect "agent sees its Uid" "$uid $uid $uid $uid" "$(field Uid)"
+  expect "agent sees CapEff" 0000000000000000 "$(field CapEff)"
+  expect "agent sees CapPrm" 0000000000000000 "$(field CapPrm)"
+  expect "agent sees NoNewPrivs" 1 "$(field NoNewPrivs)"
+  expect "agent sees a seccomp filter" 2 "$(field Seccomp)"
+  expect "agent sees netns $NETNS" "$ns_inode" "$(field netns)"
+  expect "agent's resolv.conf is the sandbox's" "$(sha256sum </etc/netns/$NETNS/resolv.conf | cut -d' ' -f1)" "$(field resolv_sha)"
+  expect "agent's nsswitch.conf is the sandbox's" "$(sha256sum </etc/netns/$NETNS/nsswitch.conf | cut -d' ' -f1)" "$(field nsswitch_sha)"
+  local door
+  for door in /run/dbus/system_bus_socket /run/systemd/resolve /run/systemd/private /run/systemd/journal/stdout; do
+    expect "agent cannot see $door" absent "$(field "door:$door")"
+  done
+  expect "no unix socket under /run for the agent (it holds: $(field run_entries))" none "$(field run_sockets)"
+  expect "agent cannot see /dev/log" absent "$(field door:/dev/log)"
+  expect "agent sees only its own home under /home" $NAME "$(field home_entries)"
+  expect "agent cannot write /etc (read-only system)" denied "$(field write_etc)"
+  expect "agent cannot write /usr (read-only system)" denied "$(field write_usr)"
+  expect "agent can write its home" ok "$(field write_home)"
+  local g
+  g=$(field sidecar_gateway)
+  check "the sidecar's gateway port answers the agent ($g)" grep -q "^ok defenseclaw-standin_port=18970_sandbox=${NAME}_policy=readable" <<<"$g"
+  g=$(field sidecar_guardrail)
+  check "the sidecar's guardrail port answers the agent ($g)" grep -q "^ok defenseclaw-standin_port=4000" <<<"$g"
+  for g in host_other_port outside outside_dns; do
+    local got
+    got=$(field $g)
+    check "$g does not answer the agent ($got)" test "${got%% *}" != ok
+  done
+  # Controls: the decoys answer outside the sandbox, and the host reaches the agent's port.
+  g=$(probe $HOST_IP 8080)
+  check "control: the host-port decoy answers the host ($g)" grep -q '^ok decoy 8080' <<<"$g"
+  g=$(probe 198.51.100.1 80)
+  check "control: the outside decoy answers the host ($g)" grep -q '^ok decoy 80' <<<"$g"
+  g=$(probe $SANDBOX_IP 18789)
+  check "the host reaches the agent's gateway port ($g)" grep -q '^ok openclaw-standin' <<<"$g"
+}
+
+say "START: phase $phase ($(uname -r), $(systemctl --version | head -n1)); booted in $(cut -d' ' -f1 /proc/uptime) s"
+
+if [[ $phase == 1 ]]; then
+  : >"$RESULT"
+  # The host as an operator has it before setup: an admin, and OpenClaw
+  # installed and run once as the sandbox user (setup needs its
+  # openclaw.json with a master_key).
+  id admin >/dev/null 2>&1 || useradd --create-home --shell /bin/bash admin
+  if ! id $NAME >/dev/null 2>&1; then
+    # No skeleton: setup writes the .bashrc (one from /etc/skel it would
+    # keep as an operator's file, and report on every run).
+    mkdir -p /tmp/noskel
+    useradd --system --user-group --create-home --skel /tmp/noskel --home-dir /home/$NAME --shell /bin/bash $NAME
+    chmod 0750 /home/$NAME
+    runuser -u $NAME -- env HOME=/home/$NAME openclaw --version
+  fi
+  start_decoys
+  snapshot >"$STATE/before"
+  t=$(date +%s)
+  timeout 300 sandbox setup --policy strict --non-interactive >"$STATE/setup1.log" 2>&1
+  rc=$?
+  sed 's/^/  setup> /' "$STATE/setup1.log"
+  expect "setup --policy strict --non-interactive exits 0" 0 "$rc"
+  say "TIME: setup took $(($(date +%s) - t)) s"
+  checks_running
+  echo 2 >"$STATE/phase"
+  finish reboot
+fi
+
+if [[ $phase == 2 ]]; then
+  start_decoys
+  # vmtest.service is ordered after multi-user.target, which waits for the
+  # sandbox's target: it is up by now, or it is not coming.
+  wait_for 60 systemctl is-active --quiet openshell-$NAME.service || true
+  systemctl status --no-pager "${UNITS[@]}" 2>&1 | sed 's/^/  status> /' | head -n 60
+  journalctl -b --no-pager -u sandbox-net@$NAME.service | sed 's/^/  net> /' | tail -n 20
+  checks_running
+  timeout 300 sandbox setup --policy strict --non-interactive >"$STATE/setup2.log" 2>&1
+  rc=$?
+  sed 's/^/  setup> /' "$STATE/setup2.log"
+  expect "setup again exits 0" 0 "$rc"
+  check "setup again changes nothing" grep -q "nothing changed" "$STATE/setup2.log"
+  t=$(date +%s)
+  timeout 300 sandbox setup --disable --non-interactive >"$STATE/disable.log" 2>&1
+  rc=$?
+  sed 's/^/  disable> /' "$STATE/disable.log"
+  expect "setup --disable exits 0" 0 "$rc"
+  say "TIME: disable took $(($(date +%s) - t)) s"
+  snapshot >"$STATE/after"
+  if diff <(strip_kept <"$STATE/before") <(strip_kept <"$STATE/after") >"$STATE/diff"; then
+    pass "after --disable, units, links, rules, sysctls and files are as before setup"
+  else
+    fail "after --disable the host differs from before setup:"
+    sed 's/^/  diff> /' "$STATE/diff" | head -n 80 | tee -a "$RESULT"
+  fi
+  check "kept by design: the sandbox's policy and device key" test -d /home/$NAME/.defenseclaw/policy
+  for u in "${UNITS[@]}"; do
+    expect "$u is gone" inactive "$(systemctl is-active "$u")"
+  done
+
+  # A unit that cannot start: setup fails naming it, its state and the
+  # fix; --disable still takes everything away.
+  timeout 300 sandbox setup --policy strict --non-interactive --agent-bin /usr/local/bin/no-such-openclaw \
+    >"$STATE/fail.log" 2>&1
+  rc=$?
+  sed 's/^/  fail> /' "$STATE/fail.log"
+  expect "setup with a missing agent program exits 1" 1 "$rc"
+  check "the error names the agent unit and its state" grep -q "StartUnit defenseclaw-$NAME.target: openshell-$NAME.service is " "$STATE/fail.log"
+  check "the error's fix names the program and --agent-bin" grep -q "no-such-openclaw is missing: install it or pass --agent-bin" "$STATE/fail.log"
+  timeout 300 sandbox setup --disable --non-interactive >"$STATE/disable2.log" 2>&1
+  rc=$?
+  sed 's/^/  disable> /' "$STATE/disable2.log"
+  expect "--disable after the failed setup exits 0" 0 "$rc"
+  snapshot >"$STATE/after2"
+  if diff <(strip_kept <"$STATE/before") <(strip_kept <"$STATE/after2") >"$STATE/diff2"; then
+    pass "after the failed setup and --disable, the host is as before setup"
+  else
+    fail "after the failed setup and --disable the host differs from before setup:"
+    sed 's/^/  diff> /' "$STATE/diff2" | head -n 80 | tee -a "$RESULT"
+  fi
+  echo 3 >"$STATE/phase"
+  say "DONE: $(grep -c '^VMTEST FAIL' "$RESULT") failure(s)"
+  finish poweroff
+fi
+
+say "FAIL: unexpected phase '$phase'"
+finish poweroff

@@ -1,0 +1,202 @@
+#!/usr/bin/env bash
+# vm-tests: the real binary against a real systemd (Debian bookworm, systemd
+# as PID 1) under qemu, with no network card. Run as root:
+#
+#   sudo vm-tests/run.sh
+#
+# 1. installs qemu, debootstrap and e2fsprogs if missing (apt);
+# 2. builds the release binary (cargo; CARGO_TARGET_DIR is respected);
+# 3. builds a bookworm root with debootstrap, or reuses the one cached in
+#    vm-tests/cache/ (keyed by suite, mirror and package list);
+# 4. copies in the binary, stand-in agent and sidecar programs
+#    (vm-tests/guest/) and a runner unit, makes an ext4 image of it;
+# 5. boots it with `qemu -accel tcg`; inside, vm-tests/guest/inside.sh
+#    runs phase 1 (setup, checks, reboot) and phase 2 (checks after the
+#    reboot, setup again changes nothing, --disable, host as before),
+#    then powers off;
+# 6. reads the verdict from the image and exits non-zero on any failure.
+#
+# Every wait is bounded (VM_TIMEOUT, default 480 s, for the whole VM run).
+# Environment: VM_TIMEOUT, VM_KEEP=1 (keep the work dir), DEBIAN_MIRROR.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+HERE=$ROOT/vm-tests
+CACHE=$HERE/cache
+WORK=${VM_WORK:-/var/tmp/sandbox-vm-tests.$$}
+VM_TIMEOUT=${VM_TIMEOUT:-480}
+SUITE=bookworm
+PACKAGES=systemd,systemd-sysv,dbus,nftables,iproute2,linux-image-amd64,udev,python3-minimal
+# Bump when the way the cached root is made changes.
+IMAGE_RECIPE=1
+
+T0=$SECONDS
+stamp() { printf '[vm-tests %4ds] %s\n' $((SECONDS - T0)) "$*"; }
+die() {
+  printf 'vm-tests: %s\n' "$*" >&2
+  exit 1
+}
+
+if [[ $(id -u) -ne 0 ]]; then
+  die "debootstrap, mkfs and the image need root: run it as root (sudo vm-tests/run.sh)"
+fi
+
+# The mirror this host's apt uses (deb822 or one-line sources), else Debian's.
+mirror() {
+  if [[ -n ${DEBIAN_MIRROR:-} ]]; then
+    echo "$DEBIAN_MIRROR"
+    return
+  fi
+  local m
+  m=$(grep -h -o -E 'https?://[^ ]+/debian/?( |$)' /etc/apt/sources.list /etc/apt/sources.list.d/* 2>/dev/null |
+    grep -v -- -security | head -n 1 | tr -d ' ')
+  echo "${m:-http://deb.debian.org/debian}"
+}
+
+stamp "checking tools"
+missing=()
+for tool in qemu-system-x86_64 debootstrap mkfs.ext4 debugfs; do
+  command -v "$tool" >/dev/null || missing+=("$tool")
+done
+if ((${#missing[@]})); then
+  stamp "installing qemu-system-x86 debootstrap e2fsprogs (missing: ${missing[*]})"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends qemu-system-x86 debootstrap e2fsprogs >/dev/null
+fi
+
+stamp "building the release binary"
+# shellcheck source=/dev/null
+[[ -f $HOME/.cargo/env ]] && . "$HOME/.cargo/env"
+cargo build --release --quiet
+BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release/sandbox
+[[ -x $BIN ]] || die "no binary at $BIN after cargo build --release"
+
+MIRROR=$(mirror)
+KEY=$(printf '%s\n' "$SUITE" "$MIRROR" "$PACKAGES" "$IMAGE_RECIPE" | sha256sum | cut -c1-12)
+BASE=$CACHE/$SUITE-$KEY
+if [[ -d $BASE ]]; then
+  stamp "reusing the cached $SUITE root $BASE"
+else
+  stamp "debootstrap $SUITE from $MIRROR (about 1-3 minutes; cached afterwards)"
+  mkdir -p "$CACHE"
+  rm -rf "$BASE.tmp"
+  if ! debootstrap --variant=minbase --include="$PACKAGES" "$SUITE" "$BASE.tmp" "$MIRROR" >"$CACHE/debootstrap.log" 2>&1; then
+    tail -n 30 "$CACHE/debootstrap.log" >&2
+    die "debootstrap failed (log: $CACHE/debootstrap.log); check that $MIRROR is reachable"
+  fi
+  # What a test VM never needs: downloaded packages, docs, translations.
+  rm -rf "$BASE.tmp"/var/cache/apt/archives/*.deb "$BASE.tmp"/var/lib/apt/lists/* \
+    "$BASE.tmp"/usr/share/doc/* "$BASE.tmp"/usr/share/man/* "$BASE.tmp"/usr/share/locale/*
+  mv "$BASE.tmp" "$BASE"
+fi
+
+cleanup() {
+  if [[ ${VM_KEEP:-0} == 1 ]]; then
+    echo "vm-tests: kept $WORK" >&2
+  else
+    rm -rf "$WORK"
+  fi
+}
+trap cleanup EXIT
+rm -rf "$WORK"
+mkdir -p "$WORK"
+STAGE=$WORK/root
+LOG=$WORK/serial.log
+
+stamp "staging the VM's root"
+# Hard links: instant, and the cached root stays pristine as long as the
+# stage only gains new files (every file replaced below is removed first).
+cp -al "$BASE" "$STAGE"
+put() { # put MODE SRC DEST: a new file in the stage
+  rm -f "$STAGE$3"
+  install -D -m "$1" "$2" "$STAGE$3"
+}
+put 0755 "$BIN" /usr/local/sbin/sandbox
+put 0755 "$HERE/guest/openclaw" /usr/local/bin/openclaw
+put 0755 "$HERE/guest/defenseclaw-gateway" /usr/local/bin/defenseclaw-gateway
+put 0755 "$HERE/guest/inside.sh" /usr/local/lib/vmtest/inside.sh
+put 0644 "$HERE/guest/vmtest.service" /etc/systemd/system/vmtest.service
+mkdir -p "$STAGE/etc/systemd/system/multi-user.target.wants"
+ln -sf /etc/systemd/system/vmtest.service "$STAGE/etc/systemd/system/multi-user.target.wants/vmtest.service"
+rm -f "$STAGE/etc/fstab" "$STAGE/etc/hostname" "$STAGE/etc/machine-id"
+# The kernel mounts the root read-write (root= rw): nothing to wait for.
+echo '# / is mounted by the kernel (root=/dev/vda rw)' >"$STAGE/etc/fstab"
+echo sandbox-vm >"$STAGE/etc/hostname"
+od -An -N16 -tx1 /dev/urandom | tr -d ' \n' >"$STAGE/etc/machine-id"
+echo >>"$STAGE/etc/machine-id"
+# Quiet and quick under TCG: no login prompts on the serial line, no
+# timers, no udev coldplug (it loads every module the virtual hardware
+# matches, which takes minutes without KVM; the initrd already set up the
+# disk, and nft, veth and dummy load on demand).
+for unit in systemd-udev-trigger.service serial-getty@ttyS0.service getty@tty1.service apt-daily.timer apt-daily-upgrade.timer \
+  dpkg-db-backup.timer e2scrub_all.timer fstrim.timer systemd-timesyncd.service; do
+  rm -f "$STAGE/etc/systemd/system/$unit"
+  ln -s /dev/null "$STAGE/etc/systemd/system/$unit"
+done
+
+KERNEL=$(find "$STAGE/boot" -name 'vmlinuz-*' | sort | tail -n 1)
+INITRD=$(find "$STAGE/boot" -name 'initrd.img-*' | sort | tail -n 1)
+[[ -n $KERNEL && -n $INITRD ]] || die "no kernel or initrd in $BASE/boot: remove $BASE and re-run"
+cp "$KERNEL" "$INITRD" "$WORK/"
+KERNEL=$WORK/$(basename "$KERNEL")
+INITRD=$WORK/$(basename "$INITRD")
+
+stamp "making the ext4 image"
+IMG=$WORK/disk.img
+truncate -s 3G "$IMG"
+mkfs.ext4 -q -F -L vmroot -d "$STAGE" "$IMG"
+rm -rf "$STAGE"
+
+stamp "booting the VM (qemu -accel tcg, 2 CPUs, no network card; at most ${VM_TIMEOUT} s)"
+vm_start=$SECONDS
+# The serial console goes to the log and, filtered and timed, to stdout:
+# the markers the guest prints, its command output, the kernel's reboot
+# and power-off. The pipeline ends when qemu does.
+show() {
+  local line
+  while IFS= read -r line; do
+    line=${line%$'\r'}
+    case $line in
+      *VMTEST* | *"  setup> "* | *"  disable> "* | *"  fail> "* | *"  diff> "* | *"reboot: "* | *"Kernel panic"* | *"emergency mode"*)
+        stamp "$line"
+        ;;
+    esac
+  done
+}
+set +e
+timeout --kill-after=10 "$VM_TIMEOUT" qemu-system-x86_64 \
+  -accel tcg -m 1024 -smp 2 \
+  -no-user-config -nodefaults -display none -monitor none \
+  -serial stdio \
+  -kernel "$KERNEL" -initrd "$INITRD" \
+  -append "root=/dev/vda rw console=ttyS0 quiet loglevel=3 systemd.show_status=error" \
+  -drive "file=$IMG,format=raw,if=virtio" \
+  -nic none </dev/null | tee "$LOG" | show
+qemu_rc=${PIPESTATUS[0]}
+set -e
+vm_time=$((SECONDS - vm_start))
+if ((qemu_rc == 124 || qemu_rc == 137)); then
+  echo "---- last 60 lines of the serial console ($LOG)" >&2
+  tail -n 60 "$LOG" >&2
+  VM_KEEP=1
+  die "the VM did not finish within ${VM_TIMEOUT} s (stopped); serial log kept in $LOG"
+fi
+((qemu_rc == 0)) || die "qemu exited with $qemu_rc (serial log: $LOG)"
+
+stamp "VM run took ${vm_time} s; reading the verdict from the image"
+RESULT=$(debugfs -R 'cat /var/lib/vmtest/result' "$IMG" 2>/dev/null)
+passes=$(grep -c '^VMTEST PASS' <<<"$RESULT" || true)
+fails=$(grep -c '^VMTEST FAIL' <<<"$RESULT" || true)
+grep -E '^VMTEST FAIL|^  diff> ' <<<"$RESULT" || true
+if ! grep -q '^VMTEST DONE' <<<"$RESULT"; then
+  echo "---- last 60 lines of the serial console" >&2
+  tail -n 60 "$LOG" >&2
+  VM_KEEP=1
+  die "the guest never finished phase 2 ($passes passed, $fails failed so far); serial log: $LOG"
+fi
+if ((fails > 0)); then
+  VM_KEEP=1
+  die "$fails check(s) failed, $passes passed (serial log: $LOG)"
+fi
+stamp "all $passes checks passed (VM ${vm_time} s, total $((SECONDS - T0)) s)"
