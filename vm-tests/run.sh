@@ -5,7 +5,9 @@
 #   sudo vm-tests/run.sh
 #
 # 1. installs qemu, debootstrap and e2fsprogs if missing (apt);
-# 2. builds the release binary (cargo; CARGO_TARGET_DIR is respected);
+# 2. builds the binary (cargo, release profile unless VM_PROFILE=dev, which
+#    reuses the debug build `cargo test` just made; CARGO_TARGET_DIR is
+#    respected);
 # 3. builds a bookworm root with debootstrap, or reuses the one cached in
 #    vm-tests/cache/ (keyed by suite, mirror and package list);
 # 4. copies in the binary, stand-in agent and sidecar programs
@@ -17,12 +19,14 @@
 # 6. reads the verdict from the image and exits non-zero on any failure.
 #
 # Every wait is bounded (VM_TIMEOUT, default 480 s, for the whole VM run).
-# Environment: VM_TIMEOUT, VM_KEEP=1 (keep the work dir), DEBIAN_MIRROR.
+# Environment: VM_TIMEOUT, VM_PROFILE (release|dev), VM_KEEP=1 (keep the
+# work dir), VM_CACHE (default vm-tests/cache), DEBIAN_MIRROR.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 HERE=$ROOT/vm-tests
-CACHE=$HERE/cache
+CACHE=${VM_CACHE:-$HERE/cache}
+VM_PROFILE=${VM_PROFILE:-release}
 WORK=${VM_WORK:-/var/tmp/sandbox-vm-tests.$$}
 VM_TIMEOUT=${VM_TIMEOUT:-480}
 SUITE=bookworm
@@ -65,12 +69,16 @@ if ((${#missing[@]})); then
   apt-get install -y -qq --no-install-recommends qemu-system-x86 debootstrap e2fsprogs >/dev/null
 fi
 
-stamp "building the release binary"
+stamp "building the binary ($VM_PROFILE profile)"
 # shellcheck source=/dev/null
 [[ -f $HOME/.cargo/env ]] && . "$HOME/.cargo/env"
-cargo build --release --quiet
-BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release/sandbox
-[[ -x $BIN ]] || die "no binary at $BIN after cargo build --release"
+case $VM_PROFILE in
+  release) cargo build --release --quiet --bin sandbox ;;
+  dev) cargo build --quiet --bin sandbox ;;
+  *) die "VM_PROFILE=$VM_PROFILE: use release or dev" ;;
+esac
+BIN=${CARGO_TARGET_DIR:-$ROOT/target}/$([[ $VM_PROFILE == dev ]] && echo debug || echo release)/sandbox
+[[ -x $BIN ]] || die "no binary at $BIN after cargo build"
 
 MIRROR=$(mirror)
 KEY=$(printf '%s\n' "$SUITE" "$MIRROR" "$PACKAGES" "$IMAGE_RECIPE" | sha256sum | cut -c1-12)
