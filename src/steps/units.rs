@@ -778,7 +778,10 @@ mod tests {
     use std::process::Command as Proc;
 
     fn spec(extra: &[&str]) -> Spec {
-        let mut flags = vec!["--sidecar-user", "admin"];
+        let mut flags = Vec::new();
+        if !extra.contains(&"--sidecar-user") {
+            flags.extend_from_slice(&["--sidecar-user", "admin"]);
+        }
         flags.extend_from_slice(extra);
         crate::testutil::spec(&flags)
     }
@@ -936,10 +939,13 @@ mod tests {
 
     #[test]
     fn rendered_units_pass_systemd_analyze_verify() {
-        for extra in [
-            &["--policy", "strict"][..],
-            &["--sandbox-home", "/srv/ci 3", "--name", "ci3"],
-        ] {
+        let cases: [&[&str]; 3] = [
+            &["--policy", "strict"],
+            &["--sandbox-home", "/srv/ci 3", "--name", "ci3", "--no-guardrail"],
+            // No SUDO_USER: the sidecar gets a dynamic user.
+            &["--sidecar-user", "root", "--policy", "permissive"],
+        ];
+        for extra in cases {
             let d = tempfile::tempdir().expect("tempdir");
             let files = render_into(d.path(), extra);
             let sys = d.path().join("system");
