@@ -13,6 +13,7 @@
 
 use std::time::{Duration, Instant};
 
+use crate::audit::AuditLog;
 use crate::cli::SetupArgs;
 use crate::engine::{self, Outcome, Step};
 use crate::error::{Error, Result};
@@ -74,8 +75,19 @@ pub fn run(args: &SetupArgs) -> Result<()> {
         return Err(Error::Preflight { problems });
     }
     let (store, mut state) = lock(&spec.root, &name)?;
+    // Every change goes to the audit log (`sandbox log`), as setup's do.
+    let mut audit = AuditLog::open(&spec.root, &name)?;
+    let mut audit_failed = None;
     println!("sandbox {name}: re-creating the network (policy {})", spec.policy_name);
-    let done = engine::apply_all(&steps, &spec, &store, &mut state, &mut progress)?;
+    let done = engine::apply_all(&steps, &spec, &store, &mut state, &mut |o| {
+        progress(o);
+        if let Err(e) = audit.record("boot", o) {
+            audit_failed.get_or_insert(e);
+        }
+    })?;
+    if let Some(e) = audit_failed {
+        return Err(e);
+    }
     let changed = done.iter().filter(|o| o.changed()).count();
     println!("done: {changed} of {} network steps changed", done.len());
     Ok(())
