@@ -113,9 +113,16 @@ pub struct Outcome {
 }
 
 impl Outcome {
+    /// Notes ("kept …": an edited file left alone on purpose) change
+    /// nothing; a re-run that only repeats them changed nothing.
     pub fn changed(&self) -> bool {
-        !self.changes.is_empty()
+        self.changes.iter().any(|c| !is_note(c))
     }
+}
+
+/// A progress line that reports a deliberate non-change.
+pub fn is_note(line: &str) -> bool {
+    line.starts_with("kept ")
 }
 
 pub fn apply_all(
@@ -348,6 +355,20 @@ mod tests {
                 }) as Box<dyn Step>
             })
             .collect()
+    }
+
+    #[test]
+    fn a_kept_file_is_a_note_not_a_change() {
+        let kept = Outcome {
+            step: "user",
+            changes: vec!["kept /home/s/.bashrc: edited, not overwritten".into()],
+        };
+        assert!(!kept.changed());
+        let both = Outcome {
+            step: "user",
+            changes: vec![kept.changes[0].clone(), "wrote /home/s/.bash_profile".into()],
+        };
+        assert!(both.changed());
     }
 
     #[test]

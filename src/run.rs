@@ -40,6 +40,9 @@ pub fn setup(args: &SetupArgs) -> Result<()> {
     if !problems.is_empty() {
         return Err(Error::Preflight { problems });
     }
+    for w in crate::steps::units::warnings(&spec) {
+        eprintln!("warning: {w}");
+    }
     if !args.non_interactive {
         let plan = engine::plan_all(&steps, &spec, previous.as_ref());
         print_plan(&spec, &plan);
@@ -309,6 +312,13 @@ fn progress(o: &Outcome) {
 
 /// `sandbox plan`: `setup --dry-run` under its own name.
 pub fn plan(args: &SetupArgs) -> Result<()> {
+    if args.boot || args.disable {
+        return Err(Error::input(
+            "sandbox plan",
+            "plans a setup; --boot and --disable are not plans",
+            "use `sandbox setup --disable --dry-run` to see what --disable would revert",
+        ));
+    }
     let mut a = args.clone();
     a.dry_run = true;
     setup(&a)

@@ -70,7 +70,7 @@ pub fn collect(root: &Root, name: &str, systemd: bool) -> Result<Status> {
     let spec = recorded_spec(&state, root, name)?;
     let mut checks = drift(&spec, &state);
     checks.extend(live(&spec));
-    if systemd && spec.systemd {
+    if systemd && crate::steps::units::talks_to_systemd(&spec) {
         checks.extend(units(&spec));
     }
     let denials = match firewall::denials(&spec) {
@@ -145,8 +145,7 @@ fn drift(spec: &Spec, state: &State) -> Vec<Check> {
             let id = step.id();
             let recorded = state.get(id);
             // Files the operator edited are kept on purpose: a note, not a fault.
-            let (notes, changes): (Vec<String>, Vec<String>) =
-                o.changes.into_iter().partition(|c| c.starts_with("kept "));
+            let (notes, changes): (Vec<String>, Vec<String>) = o.changes.into_iter().partition(|c| engine::is_note(c));
             if changes.is_empty() {
                 let detail = match (recorded, notes.is_empty()) {
                     (_, false) => notes.join("; "),
@@ -236,9 +235,39 @@ fn live(spec: &Spec) -> Vec<Check> {
     out
 }
 
-/// Whether systemd runs our units. Filled in by the units step's adapter.
-fn units(_spec: &Spec) -> Vec<Check> {
-    vec![]
+/// Whether systemd runs our units, asked over D-Bus.
+fn units(spec: &Spec) -> Vec<Check> {
+    use crate::steps::units::{agent_unit, gateway_unit, net_unit, target_unit};
+    let sd = match crate::sys::systemd::Systemd::connect() {
+        Ok(sd) => sd,
+        Err(e) => {
+            return vec![Check::bad(
+                "units",
+                e.to_string(),
+                "pass --no-systemd on a host without systemd",
+            )]
+        }
+    };
+    [
+        net_unit(&spec.name),
+        gateway_unit(&spec.name),
+        agent_unit(&spec.name),
+        target_unit(&spec.name),
+    ]
+    .into_iter()
+    .map(|unit| match sd.state(&unit) {
+        Ok(st) if st.is_active() => Check::ok(unit.clone(), st.to_string()),
+        Ok(st) => Check::bad(
+            unit.clone(),
+            st.to_string(),
+            format!(
+                "journalctl -u {unit}; then `sudo systemctl start {}`",
+                target_unit(&spec.name)
+            ),
+        ),
+        Err(e) => Check::bad(unit, e.to_string(), "check systemd (systemctl status)"),
+    })
+    .collect()
 }
 
 pub fn print_table(s: &Status) {

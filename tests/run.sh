@@ -34,5 +34,7 @@ echo "== cargo test (unit + root integration + fault matrix)"
 cargo test --all-targets --features fault-injection
 echo "== soak: SIGKILL setup and --disable at random moments (CI size)"
 SANDBOX_BIN="${CARGO_TARGET_DIR:-target}/debug/sandbox" tests/bench/soak.sh 20
+echo "== vm-tests: the real binary against a real systemd under qemu (image cached in vm-tests/cache/)"
+VM_PROFILE=dev bash vm-tests/run.sh
 echo "== shellcheck"
-shellcheck tests/run.sh tests/bench/*.sh .ci/run
+shellcheck tests/run.sh tests/bench/*.sh .ci/run vm-tests/run.sh vm-tests/guest/inside.sh

@@ -369,6 +369,10 @@ impl Step for Units {
         "units"
     }
 
+    fn preflight(&self, spec: &Spec) -> Vec<Error> {
+        preflight(spec)
+    }
+
     fn plan(&self, spec: &Spec, _rec: Option<&Value>) -> Result<Vec<String>> {
         let dir = unit_dir(spec);
         let mut out = Vec::new();
