@@ -73,8 +73,8 @@ stamp "building the binary ($VM_PROFILE profile)"
 # shellcheck source=/dev/null
 [[ -f $HOME/.cargo/env ]] && . "$HOME/.cargo/env"
 case $VM_PROFILE in
-  release) cargo build --release --quiet --bin sandbox ;;
-  dev) cargo build --quiet --bin sandbox ;;
+  release) cargo build --release --quiet --bin sandbox --bin sandbox-probe ;;
+  dev) cargo build --quiet --bin sandbox --bin sandbox-probe ;;
   *) die "VM_PROFILE=$VM_PROFILE: use release or dev" ;;
 esac
 BIN=${CARGO_TARGET_DIR:-$ROOT/target}/$([[ $VM_PROFILE == dev ]] && echo debug || echo release)/sandbox
@@ -121,6 +121,7 @@ put() { # put MODE SRC DEST: a new file in the stage
   install -D -m "$1" "$2" "$STAGE$3"
 }
 put 0755 "$BIN" /usr/local/sbin/sandbox
+put 0755 "$(dirname "$BIN")/sandbox-probe" /usr/local/bin/sandbox-probe
 put 0755 "$HERE/guest/openclaw" /usr/local/bin/openclaw
 put 0755 "$HERE/guest/defenseclaw-gateway" /usr/local/bin/defenseclaw-gateway
 put 0755 "$HERE/guest/inside.sh" /usr/local/lib/vmtest/inside.sh

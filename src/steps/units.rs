@@ -23,7 +23,6 @@ use serde_json::Value;
 
 use crate::engine::{data, Recorder, Step, Undo};
 use crate::error::{Error, Result};
-use crate::policy::Target;
 use crate::spec::Spec;
 use crate::state::State;
 use crate::sys::files;
@@ -142,38 +141,6 @@ fn unit_word(flag: &str, prefix: &str, s: &str) -> Result<String> {
     })
 }
 
-/// The agent may talk to these addresses only (a second wall behind the
-/// namespace's nftables rules, enforced by systemd with a cgroup BPF
-/// filter), unless the policy opens public addresses, which no list can
-/// name.
-fn ip_lines(spec: &Spec) -> String {
-    if spec.policy.destinations.iter().any(|d| d.to == Target::Public) {
-        return format!(
-            "# No IP allow list: policy {} allows public addresses; the nftables rules\n\
-             # in the namespace enforce it.",
-            spec.policy_name
-        );
-    }
-    let mut allow = vec!["localhost".to_string(), spec.net.host_ip.to_string()];
-    if spec.policy.dns.allow {
-        allow.extend(spec.dns.iter().map(|ip| ip.to_string()));
-    }
-    for d in &spec.policy.destinations {
-        if let Target::Net(n) = d.to {
-            let s = n.to_string();
-            if !allow.contains(&s) {
-                allow.push(s);
-            }
-        }
-    }
-    format!(
-        "# The addresses policy {} allows, and nothing else (enforced by systemd too).\n\
-         IPAddressDeny=any\nIPAddressAllow={}",
-        spec.policy_name,
-        allow.join(" ")
-    )
-}
-
 /// Every file, rendered for this spec.
 pub fn render(spec: &Spec, inputs: &Inputs) -> Result<Vec<UnitFile>> {
     let name = &spec.name;
@@ -197,7 +164,6 @@ pub fn render(spec: &Spec, inputs: &Inputs) -> Result<Vec<UnitFile>> {
             unit_word("--sidecar-bin", "", &spec.sidecar_bin.to_string_lossy())?,
         ),
         ("sandbox_bin", unit_word("the sandbox program", "", &sandbox_bin)?),
-        ("ip_lines", ip_lines(spec)),
         (
             "guardrail_env",
             if spec.guardrail {
@@ -884,7 +850,6 @@ mod tests {
             "ProtectSystem=strict\n",
             "ExecStart=/usr/local/bin/openclaw gateway --port 18789\n",
             "Requires=sandbox-net@ci3.service\n",
-            "IPAddressDeny=any\nIPAddressAllow=localhost 10.200.0.1\n",
         ] {
             assert!(a.contains(needle), "{needle:?} missing in\n{a}");
         }
@@ -916,16 +881,20 @@ mod tests {
     }
 
     #[test]
-    fn public_policies_get_no_ip_list_and_no_sudo_user_gets_a_dynamic_user() {
+    fn no_sudo_user_gets_a_dynamic_user_and_no_policy_gets_an_ip_list() {
         let mut s = spec(&["--policy", "permissive"]);
         s.sidecar_user = None;
         let files = render(&s, &inputs()).expect("render");
-        assert!(!body(&files, "openshell-sandbox.service").contains("IPAddressDeny"));
         let d = body(&files, "defenseclaw-gateway@sandbox.service.d/sandbox.conf");
         assert!(d.contains("DynamicUser=yes") && !d.contains("User=admin"), "{d}");
-        let s = spec(&["--policy", "default", "--dns", "192.0.2.53"]);
-        let files = render(&s, &inputs()).expect("render");
-        assert!(body(&files, "openshell-sandbox.service").contains("IPAddressAllow=localhost 10.200.0.1 192.0.2.53\n"));
+        // A cgroup IP filter would drop the namespace's own TCP resets and
+        // ICMP errors (their source is the refused address): refusals must
+        // stay immediate, so the nftables rules alone decide.
+        for p in ["strict", "default", "permissive"] {
+            let files = render(&spec(&["--policy", p]), &inputs()).expect("render");
+            let a = body(&files, "openshell-sandbox.service");
+            assert!(!a.lines().any(|l| l.starts_with("IPAddress")), "{p}: {a}");
+        }
     }
 
     #[test]

@@ -206,6 +206,41 @@ checks_running() {
   check "the host reaches the agent's gateway port ($g)" grep -q '^ok openclaw-standin' <<<"$g"
 }
 
+# The escape suite (tests/probes.rs runs it in the netns tier) under the
+# agent unit's own restrictions: a transient unit with every setting of the
+# [Service] section of openshell-$NAME.service but what starts the agent.
+# Here the host's resolver and D-Bus sockets must be out of reach too.
+probe_suite() {
+  local props=() line ll since rc
+  while IFS= read -r line; do
+    props+=(-p "$line")
+  done < <(sed -n '/^\[Service\]/,/^\[/p' /etc/systemd/system/openshell-$NAME.service |
+    grep -E '^[A-Za-z]+=' | grep -v -E '^(Type|ExecStart|Restart|RestartSec|Environment|WorkingDirectory)=' |
+    # systemd-run's parser wants prefixes where a unit file takes names.
+    sed -E '/^IPAddress/{s#\blocalhost\b#127.0.0.0/8 ::1/128#g; s#\blink-local\b#169.254.0.0/16 fe80::/64#g; s#\bmulticast\b#224.0.0.0/4 ff00::/8#g}')
+  ll=$(ip -6 -o addr show dev $NETNS scope link | awk '{print $4}' | cut -d/ -f1 | head -n1)
+  since=$(date '+%Y-%m-%d %H:%M:%S')
+  timeout 120 systemd-run --wait --pipe --quiet --collect --unit=vmtest-probe "${props[@]}" \
+    /usr/local/bin/sandbox-probe --host-ip $HOST_IP --sidecar-port 18970 --sidecar-port 4000 --policy strict \
+    --host-port 8080 --host-port 22 --host-addr 198.51.100.1 --other-resolver 198.51.100.1 \
+    --deny tcp:198.51.100.1:80 ${ll:+--ipv6 "$ll%eth0"} >"$STATE/probe.log" 2>&1
+  rc=$?
+  sed 's/^/  probe> /' "$STATE/probe.log"
+  expect "the escape suite passes under the agent unit's restrictions" 0 "$rc"
+  check "the D-Bus system bus is out of the agent's reach" grep -qE '^PASS +deny +unix:/run/dbus' "$STATE/probe.log"
+  check "systemd-resolved is out of the agent's reach" grep -qE '^PASS +deny +unix:/run/systemd/resolve' "$STATE/probe.log"
+  check "nscd is out of the agent's reach" grep -qE '^PASS +deny +unix:/run/nscd' "$STATE/probe.log"
+  # Denials the operator can see: the kernel log, and sandbox status.
+  check "refusals from inside the namespace reach the kernel log" \
+    bash -c "journalctl -k --since '$since' --no-pager | grep -q 'sandbox $NAME deny: '"
+  sandbox status --json >"$STATE/status.json" 2>>"$STATE/checks.log"
+  expect "sandbox status is healthy" 0 "$?"
+  # (python3-minimal has no json module: grep the pretty-printed JSON.)
+  check "sandbox status counts the refused destinations" grep -Eq '"count": [1-9]' "$STATE/status.json"
+  check "sandbox status names a refused destination (10.200.0.1:22)" \
+    grep -Eq '"dst": "10.200.0.1",' "$STATE/status.json"
+}
+
 say "START: phase $phase ($(uname -r), $(systemctl --version | head -n1)); booted in $(cut -d' ' -f1 /proc/uptime) s"
 
 if [[ $phase == 1 ]]; then
@@ -231,6 +266,7 @@ if [[ $phase == 1 ]]; then
   expect "setup --policy strict --non-interactive exits 0" 0 "$rc"
   say "TIME: setup took $(($(date +%s) - t)) s"
   checks_running
+  probe_suite
   echo 2 >"$STATE/phase"
   finish reboot
 fi
@@ -243,6 +279,7 @@ if [[ $phase == 2 ]]; then
   systemctl status --no-pager "${UNITS[@]}" 2>&1 | sed 's/^/  status> /' | head -n 60
   journalctl -b --no-pager -u sandbox-net@$NAME.service | sed 's/^/  net> /' | tail -n 20
   checks_running
+  probe_suite
   timeout 300 sandbox setup --policy strict --non-interactive >"$STATE/setup2.log" 2>&1
   rc=$?
   sed 's/^/  setup> /' "$STATE/setup2.log"
