@@ -149,19 +149,7 @@ impl Step for DnsFiles {
         let r: Record = data(self.id(), v)?;
         let mut out = Vec::new();
         for f in &r.files {
-            let current = files::hash_of(&f.path)?;
-            match (current, &f.previous) {
-                (None, _) => files::remove_temp(&f.path)?,
-                (Some(h), Some(prev)) if h == f.sha256 => {
-                    files::write_atomic(&f.path, prev.as_bytes(), 0o644)?;
-                    out.push(format!("restored {}", f.path.display()));
-                }
-                (Some(h), None) if h == f.sha256 => {
-                    files::remove_if_ours(&f.path, &f.sha256)?;
-                    out.push(format!("removed {}", f.path.display()));
-                }
-                (Some(_), _) => out.push(format!("kept {}: edited since setup wrote it", f.path.display())),
-            }
+            out.extend(files::undo_write(&f.path, &f.sha256, f.previous.as_deref(), 0o644)?);
         }
         files::remove_dirs(&r.created_dirs)?;
         Ok(out)

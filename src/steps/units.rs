@@ -524,27 +524,10 @@ impl Step for Units {
                     continue;
                 }
             }
-            match (files::hash_of(&f.path)?, &f.previous) {
-                (None, _) => {}
-                (Some(h), Some(prev)) if h == f.sha256 => {
-                    files::write_atomic(&f.path, prev.as_bytes(), 0o644)?;
-                    out.push(format!("restored {}", f.path.display()));
-                }
-                (Some(h), None) if h == f.sha256 => {
-                    files::remove_if_ours(&f.path, &f.sha256)?;
-                    out.push(format!("removed {}", f.path.display()));
-                }
-                (Some(_), _) => out.push(format!("kept {}: edited since setup wrote it", f.path.display())),
-            }
+            out.extend(files::undo_write(&f.path, &f.sha256, f.previous.as_deref(), 0o644)?);
         }
         files::remove_dirs(&r.created_dirs)?;
-        if let Some(s) = sd {
-            for u in all_units(name) {
-                s.reset_failed(&u);
-            }
-            s.reload()?;
-            out.push("reloaded systemd".into());
-        }
+        reload_without_us(sd.as_ref(), name, &mut out)?;
         Ok(out)
     }
 
@@ -662,6 +645,12 @@ fn sweep_units(root: &crate::spec::Root, name: &str) -> Result<Vec<String>> {
         dir.join("multi-user.target.wants"),
         dropin_dir,
     ])?;
+    reload_without_us(sd.as_ref(), name, &mut out)?;
+    Ok(out)
+}
+
+/// Our files are gone: forget our units' failed states and reload.
+fn reload_without_us(sd: Option<&Systemd>, name: &str, out: &mut Vec<String>) -> Result<()> {
     if let Some(s) = sd {
         for u in all_units(name) {
             s.reset_failed(&u);
@@ -669,7 +658,7 @@ fn sweep_units(root: &crate::spec::Root, name: &str) -> Result<Vec<String>> {
         s.reload()?;
         out.push("reloaded systemd".into());
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Other sandboxes whose gateway drop-in sits next to ours: they still

@@ -245,6 +245,28 @@ pub fn remove_if_ours(path: &Path, hash: &str) -> Result<bool> {
     }
 }
 
+/// Undo a write we recorded (`ours`: the SHA-256 of what we wrote;
+/// `previous`: what was there before, if anything): put the previous
+/// content back, or remove the file, but only while it still holds what
+/// we wrote. An edited file is kept and said so.
+pub fn undo_write(path: &Path, ours: &str, previous: Option<&str>, mode: u32) -> Result<Option<String>> {
+    match (hash_of(path)?, previous) {
+        (None, _) => {
+            remove_temp(path)?;
+            Ok(None)
+        }
+        (Some(h), Some(prev)) if h == ours => {
+            write_atomic(path, prev.as_bytes(), mode)?;
+            Ok(Some(format!("restored {}", path.display())))
+        }
+        (Some(h), None) if h == ours => {
+            remove_if_ours(path, ours)?;
+            Ok(Some(format!("removed {}", path.display())))
+        }
+        (Some(_), _) => Ok(Some(format!("kept {}: edited since setup wrote it", path.display()))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
