@@ -60,6 +60,28 @@ fn a_deleted_veth_is_made_again() {
 }
 
 #[test]
+fn an_edited_or_deleted_unit_file_is_written_again() {
+    let Some((host, before, clean)) = installed(FLAGS) else {
+        return;
+    };
+    let agent = host.root().join("etc/systemd/system/openshell-sandbox.service");
+    let ours = std::fs::read_to_string(&agent).expect("setup wrote the agent unit");
+    // Someone loosens the agent's unit behind our back.
+    std::fs::write(&agent, ours.replace("NoNewPrivileges=yes", "NoNewPrivileges=no")).expect("edit");
+    assert_repaired(&host, &clean, "the agent unit was edited");
+    assert_eq!(
+        std::fs::read_to_string(&agent).expect("read"),
+        ours,
+        "our unit is back as generated"
+    );
+    let target = host.root().join("etc/systemd/system/defenseclaw-sandbox.target");
+    std::fs::remove_file(&target).expect("rm target");
+    assert_repaired(&host, &clean, "the target unit was deleted");
+    host.disable_ok();
+    before.assert_restored(&host.snapshot(), "--disable after the units were repaired");
+}
+
+#[test]
 fn flushed_or_loosened_tables_are_put_back() {
     let Some((host, before, clean)) = installed(FLAGS) else {
         return;
