@@ -45,7 +45,8 @@ if [[ $(id -u) -ne 0 ]]; then
   die "debootstrap, mkfs and the image need root: run it as root (sudo vm-tests/run.sh)"
 fi
 
-# The mirror this host's apt uses (deb822 or one-line sources), else Debian's.
+# The mirror this host's apt uses (deb822 or one-line sources), or
+# DEBIAN_MIRROR; none is built in.
 mirror() {
   if [[ -n ${DEBIAN_MIRROR:-} ]]; then
     echo "$DEBIAN_MIRROR"
@@ -54,7 +55,8 @@ mirror() {
   local m
   m=$(grep -h -o -E 'https?://[^ ]+/debian/?( |$)' /etc/apt/sources.list /etc/apt/sources.list.d/* 2>/dev/null |
     grep -v -- -security | head -n 1 | tr -d ' ')
-  echo "${m:-http://deb.debian.org/debian}"
+  [[ -n $m ]] || die "no Debian mirror in /etc/apt/sources.list*: set DEBIAN_MIRROR to the one apt should use"
+  echo "$m"
 }
 
 stamp "checking tools"
