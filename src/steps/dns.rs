@@ -125,10 +125,7 @@ impl Step for DnsFiles {
             }
             let known = r.files.iter().position(|f| f.path == path);
             if known.is_none() {
-                let previous = match current {
-                    Some(_) => Some(std::fs::read_to_string(&path).map_err(|e| Error::io("read", &path, e))?),
-                    None => None,
-                };
+                let previous = files::previous_content(&path)?;
                 r.files.push(FileRecord {
                     path: path.clone(),
                     sha256: sha.clone(),

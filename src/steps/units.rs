@@ -426,10 +426,7 @@ impl Step for Units {
             match known {
                 Some(i) => r.files[i].sha256 = sha.clone(),
                 None => {
-                    let previous = match current {
-                        Some(_) => Some(std::fs::read_to_string(&path).map_err(|e| Error::io("read", &path, e))?),
-                        None => None,
-                    };
+                    let previous = files::previous_content(&path)?;
                     r.files.push(FileRecord {
                         path: path.clone(),
                         sha256: sha.clone(),
@@ -745,6 +742,35 @@ mod tests {
         crate::testutil::spec(&flags)
     }
 
+    /// The units step applied with --no-systemd under a fresh --root.
+    struct Applied {
+        _dir: tempfile::TempDir,
+        s: Spec,
+        store: crate::state::Store,
+        state: crate::state::State,
+        steps: Vec<Box<dyn Step>>,
+        first: Vec<crate::engine::Outcome>,
+    }
+
+    fn applied(flags: &[&str]) -> Applied {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().to_str().expect("utf8").to_string();
+        let mut all = vec!["--root", root.as_str(), "--no-systemd"];
+        all.extend_from_slice(flags);
+        let s = spec(&all);
+        let (store, mut state) = crate::state::Store::open(&s.root, &s.name).expect("open");
+        let steps: Vec<Box<dyn Step>> = vec![Box::new(Units)];
+        let first = crate::engine::apply_all(&steps, &s, &store, &mut state, &mut |_| {}).expect("apply");
+        Applied {
+            _dir: dir,
+            s,
+            store,
+            state,
+            steps,
+            first,
+        }
+    }
+
     fn inputs() -> Inputs {
         Inputs {
             sandbox_bin: "/usr/local/sbin/sandbox".into(),
@@ -984,12 +1010,14 @@ mod tests {
 
     #[test]
     fn no_systemd_writes_files_records_them_and_revert_removes_them() {
-        let d = tempfile::tempdir().expect("tempdir");
-        let root = d.path().to_str().expect("utf8").to_string();
-        let s = spec(&["--root", &root, "--no-systemd", "--policy", "strict"]);
-        let (store, mut state) = crate::state::Store::open(&s.root, &s.name).expect("open");
-        let steps: Vec<Box<dyn Step>> = vec![Box::new(Units)];
-        let first = crate::engine::apply_all(&steps, &s, &store, &mut state, &mut |_| {}).expect("apply");
+        let Applied {
+            _dir,
+            s,
+            store,
+            mut state,
+            steps,
+            first,
+        } = applied(&["--policy", "strict"]);
         assert!(first[0].changes.iter().any(|c| c.contains("--no-systemd")), "{first:?}");
         let dir = s.root.path(UNIT_DIR);
         assert!(dir.join("openshell-sandbox.service").is_file());
@@ -1028,13 +1056,7 @@ mod tests {
 
     #[test]
     fn sweep_without_a_record_removes_what_carries_our_mark() {
-        let d = tempfile::tempdir().expect("tempdir");
-        let root = d.path().to_str().expect("utf8").to_string();
-        let s = spec(&["--root", &root, "--no-systemd"]);
-        let (store, mut state) = crate::state::Store::open(&s.root, &s.name).expect("open");
-        let steps: Vec<Box<dyn Step>> = vec![Box::new(Units)];
-        crate::engine::apply_all(&steps, &s, &store, &mut state, &mut |_| {}).expect("apply");
-        drop(store);
+        let Applied { _dir, s, .. } = applied(&[]);
         let dir = s.root.path(UNIT_DIR);
         // An operator's file of the same name without our mark stays.
         std::fs::write(dir.join("defenseclaw-sandbox.target"), "[Unit]\n").expect("w");
@@ -1055,12 +1077,14 @@ mod tests {
 
     #[test]
     fn a_unit_edited_since_setup_is_kept() {
-        let d = tempfile::tempdir().expect("tempdir");
-        let root = d.path().to_str().expect("utf8").to_string();
-        let s = spec(&["--root", &root, "--no-systemd"]);
-        let (store, mut state) = crate::state::Store::open(&s.root, &s.name).expect("open");
-        let steps: Vec<Box<dyn Step>> = vec![Box::new(Units)];
-        crate::engine::apply_all(&steps, &s, &store, &mut state, &mut |_| {}).expect("apply");
+        let Applied {
+            _dir,
+            s,
+            store,
+            mut state,
+            steps,
+            ..
+        } = applied(&[]);
         let agent = s.root.path(UNIT_DIR).join("openshell-sandbox.service");
         std::fs::write(&agent, "# mine now\n").expect("edit");
         let undo = Undo {

@@ -245,6 +245,16 @@ pub fn remove_if_ours(path: &Path, hash: &str) -> Result<bool> {
     }
 }
 
+/// What a file held before our first write to it (for [`undo_write`]),
+/// or None when there was no file.
+pub fn previous_content(path: &Path) -> Result<Option<String>> {
+    match fs::read_to_string(path) {
+        Ok(s) => Ok(Some(s)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io("read", path, e)),
+    }
+}
+
 /// Undo a write we recorded (`ours`: the SHA-256 of what we wrote;
 /// `previous`: what was there before, if anything): put the previous
 /// content back, or remove the file, but only while it still holds what
