@@ -4,51 +4,21 @@
 //! mount namespace (the binary inherits them), so the real host's users,
 //! links and mounts are never touched.
 
+mod common;
+
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use nix::mount::{mount, MsFlags};
-use nix::sched::{unshare, CloneFlags};
-
 const BIN: &str = env!("CARGO_BIN_EXE_sandbox");
 
+/// A throwaway host (tests/common) whose `--root` tree is seeded first.
 fn in_throwaway_host(body: impl FnOnce(&Path) + Send + 'static) {
-    if !nix::unistd::geteuid().is_root() {
-        if std::env::var("SANDBOX_SKIP_ROOT_TESTS").as_deref() == Ok("1") {
-            eprintln!("skipped: not root and SANDBOX_SKIP_ROOT_TESTS=1");
-            return;
-        }
-        panic!(
-            "these tests need root (they create users in a --root tree, network \
-             namespaces and nft tables inside a throwaway namespace); run them as \
-             root, or set SANDBOX_SKIP_ROOT_TESTS=1 to skip them explicitly"
-        );
-    }
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let path = tmp.path().to_path_buf();
-    let worker = std::thread::spawn(move || {
-        if let Err(e) = unshare(CloneFlags::CLONE_NEWNET | CloneFlags::CLONE_NEWNS) {
-            panic!("unshare(CLONE_NEWNET|CLONE_NEWNS) failed: {e}");
-        }
-        if let Err(e) = mount(
-            None::<&str>,
-            "/",
-            None::<&str>,
-            MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-            None::<&str>,
-        ) {
-            panic!("making / private in the throwaway mount namespace failed: {e}");
-        }
-        seed(&path);
-        body(&path);
+    common::in_throwaway_host(move |root| {
+        seed(root);
+        body(root);
     });
-    let outcome = worker.join();
-    drop(tmp);
-    if let Err(panic) = outcome {
-        std::panic::resume_unwind(panic);
-    }
 }
 
 /// A minimal tree: root and nobody, nothing else.

@@ -5,63 +5,20 @@
 //! mounts are never touched and nothing leaks between tests running in
 //! parallel. The thread's namespaces die with it.
 
+mod common;
+
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, TcpListener, TcpStream};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use nix::mount::{mount, MsFlags};
-use nix::sched::{unshare, CloneFlags};
 use sandbox::sys::netlink::{Addr, Netlink, Route4};
 use sandbox::sys::netns::{self, DirChanges};
 
 const HOST_IP: Ipv4Addr = Ipv4Addr::new(10, 213, 0, 1);
 const PEER_IP: Ipv4Addr = Ipv4Addr::new(10, 213, 0, 2);
 const PREFIX: u8 = 30;
-
-/// Runs `body` as root in a throwaway network + mount namespace ("the host"
-/// for the test), handing it a fresh temp directory. Not being root fails the
-/// test unless the operator opted out.
-///
-/// The temp directory is made and removed out here, in the real mount
-/// namespace, where no test mount ever sits on it: cleanup works even after a
-/// test failed halfway with mounts still in place.
-fn in_throwaway_host(body: impl FnOnce(&Path) + Send + 'static) {
-    if !nix::unistd::geteuid().is_root() {
-        if std::env::var("SANDBOX_SKIP_ROOT_TESTS").as_deref() == Ok("1") {
-            eprintln!("skipped: not root and SANDBOX_SKIP_ROOT_TESTS=1");
-            return;
-        }
-        panic!(
-            "these tests need root (they create network namespaces, veths and mounts \
-             inside a throwaway namespace); run them as root, or set \
-             SANDBOX_SKIP_ROOT_TESTS=1 to skip them explicitly"
-        );
-    }
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let path = tmp.path().to_path_buf();
-    let worker = std::thread::spawn(move || {
-        if let Err(e) = unshare(CloneFlags::CLONE_NEWNET | CloneFlags::CLONE_NEWNS) {
-            panic!("unshare(CLONE_NEWNET|CLONE_NEWNS) failed: {e}");
-        }
-        if let Err(e) = mount(
-            None::<&str>,
-            "/",
-            None::<&str>,
-            MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-            None::<&str>,
-        ) {
-            panic!("making / private in the throwaway mount namespace failed: {e}");
-        }
-        body(&path);
-    });
-    let outcome = worker.join();
-    drop(tmp);
-    if let Err(panic) = outcome {
-        std::panic::resume_unwind(panic);
-    }
-}
 
 /// Mount points as seen by the calling thread (its own mount namespace).
 fn is_mount_point(path: &Path) -> bool {
@@ -87,7 +44,7 @@ fn netns_dir(tmp: &Path) -> PathBuf {
 
 #[test]
 fn netns_lifecycle_and_veth_end_to_end() {
-    in_throwaway_host(|tmp| {
+    common::in_throwaway_host(|tmp| {
         let dir = netns_dir(tmp);
         let ns_path = dir.join("sbx0");
 
@@ -229,7 +186,7 @@ fn netns_lifecycle_and_veth_end_to_end() {
 
 #[test]
 fn release_dir_keeps_directory_in_use_and_existing_dir() {
-    in_throwaway_host(|tmp| {
+    common::in_throwaway_host(|tmp| {
         // Pre-existing directory: only the mount point is ours.
         let dir = tmp.to_path_buf();
         let a = netns::create(&dir, "a").expect("create a");
@@ -257,7 +214,7 @@ fn release_dir_keeps_directory_in_use_and_existing_dir() {
 
 #[test]
 fn delete_tolerates_leftover_plain_file_and_create_reuses_it() {
-    in_throwaway_host(|tmp| {
+    common::in_throwaway_host(|tmp| {
         let dir = tmp.to_path_buf();
         std::fs::write(dir.join("stale"), b"").expect("write leftover");
         assert!(!netns::exists(&dir, "stale"), "a plain file is not a netns");
@@ -275,7 +232,7 @@ fn delete_tolerates_leftover_plain_file_and_create_reuses_it() {
 
 #[test]
 fn bad_names_are_refused() {
-    in_throwaway_host(|tmp| {
+    common::in_throwaway_host(|tmp| {
         let dir = netns_dir(tmp);
         for name in ["", ".", "..", "a/b"] {
             let err = netns::create(&dir, name).expect_err("bad name must be refused");
@@ -288,7 +245,7 @@ fn bad_names_are_refused() {
 
 #[test]
 fn errors_name_the_object() {
-    in_throwaway_host(|_tmp| {
+    common::in_throwaway_host(|_tmp| {
         let host = Netlink::host().expect("host netlink");
         assert!(host.link("nope0").expect("lookup").is_none());
         let err = host.set_up("nope0").expect_err("no such link");
@@ -309,7 +266,7 @@ fn errors_name_the_object() {
 
 #[test]
 fn run_in_really_runs_in_the_other_namespace() {
-    in_throwaway_host(|tmp| {
+    common::in_throwaway_host(|tmp| {
         let dir = tmp.to_path_buf();
         let changes = netns::create(&dir, "other").expect("create netns");
         let ns_path = dir.join("other");

@@ -120,6 +120,34 @@ pub fn root_or_skip() -> bool {
     );
 }
 
+/// Run `body` with a fresh temp directory on a thread that entered its own
+/// network and mount namespaces (`/` made private): a throwaway host for
+/// tests that need no fake internet. The directory is made and removed out
+/// here, in the real mount namespace, where no test mount ever sits on it,
+/// so cleanup works even after a test failed halfway with mounts in place.
+pub fn in_throwaway_host(body: impl FnOnce(&Path) + Send + 'static) {
+    if !root_or_skip() {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let path = tmp.path().to_path_buf();
+    let worker = std::thread::spawn(move || {
+        if let Err(e) = unshare(CloneFlags::CLONE_NEWNET | CloneFlags::CLONE_NEWNS) {
+            panic!("unshare(CLONE_NEWNET|CLONE_NEWNS) failed: {e}");
+        }
+        let none = None::<&str>;
+        if let Err(e) = mount(none, "/", none, MsFlags::MS_REC | MsFlags::MS_PRIVATE, none) {
+            panic!("making / private in the throwaway mount namespace failed: {e}");
+        }
+        body(&path);
+    });
+    let outcome = worker.join();
+    drop(tmp);
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}
+
 /// Where a probe or command runs. Every one of them also sees the fake
 /// host's mount namespace (so `--root` paths and the netns mount resolve).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
