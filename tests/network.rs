@@ -8,6 +8,7 @@
 mod common;
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};
+use std::process::Command;
 use std::time::Duration;
 
 use common::*;
@@ -474,6 +475,42 @@ fn disable_after_the_netns_was_removed_restores_the_host() {
     host.must(Ns::Host, &["rm", ns]);
     host.disable_ok();
     before.assert_restored(&host.snapshot(), "--disable after the netns was removed");
+}
+
+/// The veth goes with the namespace: the kernel deletes both ends as it
+/// tears the namespace down. A process still inside keeps the namespace
+/// (and so the pair) alive; `--disable` then deletes the pair itself and
+/// says why, and the host is restored all the same.
+#[test]
+fn disable_removes_the_veth_with_the_namespace_even_while_a_process_holds_it() {
+    let Some(host) = FakeHost::new() else { return };
+    let before = host.snapshot();
+    let flags = ["--policy", "default", "--dns", DNS_A];
+    host.setup_ok(&flags);
+    let run = host.disable_ok();
+    assert!(
+        run.stdout.contains("veth sandbox0 goes with namespace sandbox0"),
+        "{run}"
+    );
+    assert!(!run.stdout.contains("held open"), "{run}");
+    before.assert_restored(&host.snapshot(), "--disable");
+
+    host.setup_ok(&flags);
+    let mut inside = host.in_ns(Ns::Sandbox, || {
+        Command::new("sleep")
+            .arg("60")
+            .spawn()
+            .expect("start a process in the sandbox netns")
+    });
+    let run = host.disable_ok();
+    let _ = inside.kill();
+    let _ = inside.wait();
+    assert!(
+        run.stdout
+            .contains("deleted sandbox0: namespace sandbox0 is still held open"),
+        "{run}"
+    );
+    before.assert_restored(&host.snapshot(), "--disable while a process held the namespace");
 }
 
 #[test]

@@ -1,16 +1,17 @@
 //! The list of steps, in the order `setup` applies them (`--disable`
-//! reverts in reverse). Rules go in before the link exists, so there is
-//! never a moment when the sandbox has a way out and no firewall.
+//! reverts in reverse). Rules go in before the link exists, and the link
+//! is gone before they come out, so the sandbox never has a way out
+//! without a firewall.
 //!
 //! | step          | creates                                   | inverse                     |
 //! |---------------|-------------------------------------------|-----------------------------|
 //! | user          | user+group <name>, home 0750, .bashrc     | kept; --purge: user, group, home if ours |
-//! | netns         | /run/netns/<name>0, lo up                 | unmount + unlink            |
-//! | egress        | nft table inside the netns                | (goes with the netns)       |
 //! | host-firewall | nft table on the host                     | delete our table            |
 //! | forwarding    | net.ipv4.ip_forward=1 (only if needed)    | old values restored         |
 //! | nflog         | net.netfilter.nf_log_all_netns=1 (host-wide; initial netns only) | old value restored |
-//! | veth          | <name>0 <-> eth0 (in netns), addrs, route | delete the host end         |
+//! | netns         | /run/netns/<name>0, lo up                 | unmount + unlink; wait until its links are gone |
+//! | egress        | nft table inside the netns                | (goes with the netns)       |
+//! | veth          | <name>0 <-> eth0 (in netns), addrs, route | (goes with the netns)       |
 //! | dns           | /etc/netns/<name>0/{resolv,nsswitch}.conf | remove (if unedited)        |
 //! | policy        | ~/.defenseclaw/policy/ (Rego, rule packs, manifest) | kept (edits never overwritten) |
 //! | openclaw      | guardrail + gateway.port in openclaw.json, .bak | original back (or our keys out) |
@@ -42,11 +43,11 @@ pub use veth::alias as veth_alias;
 pub fn all() -> Vec<Box<dyn Step>> {
     vec![
         Box::new(user::User),
-        Box::new(netns::Netns),
-        Box::new(egress::EgressRules),
         Box::new(host_firewall::HostRules),
         Box::new(forwarding::Forwarding),
         Box::new(nflog::NfLog),
+        Box::new(netns::Netns),
+        Box::new(egress::EgressRules),
         Box::new(veth::Veth),
         Box::new(dns::DnsFiles),
         Box::new(policy_dir::PolicyDir),

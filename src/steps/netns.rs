@@ -2,6 +2,7 @@
 //! sandbox0 …` works on it.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -11,9 +12,15 @@ use crate::error::Result;
 use crate::inventory::Inventory;
 use crate::spec::Spec;
 use crate::sys::files;
+use crate::sys::netlink::Netlink;
 use crate::sys::netns::{self, DirChanges};
 
 pub struct Netns;
+
+/// How long the kernel may take to tear a deleted namespace down (and its
+/// links with it) before we delete them ourselves: about a millisecond
+/// when idle; longer while other namespaces are being torn down.
+const LINKS_GO_WITHIN: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Record {
@@ -100,11 +107,26 @@ impl Step for Netns {
         )])
     }
 
+    /// The veth pair goes with the namespace: the kernel deletes both ends
+    /// as it tears the namespace down, on its own work queue. Deleting the
+    /// link from here instead would block this run on an RCU barrier (tens
+    /// of ms). The host end is gone before this returns, so the host
+    /// firewall (reverted after this step) still outlives it.
     fn revert(&self, _undo: &Undo, v: &Value) -> Result<Vec<String>> {
         let r: Record = data(self.id(), v)?;
+        let host = Netlink::host()?;
+        let tied = netns::links_into(&host, &r.dir.join(&r.name))?;
         let mut out = Vec::new();
         if netns::delete(&r.dir, &r.name)? {
             out.push(format!("deleted network namespace {}", r.name));
+        }
+        for l in netns::wait_links_gone(&host, tied, LINKS_GO_WITHIN)? {
+            if host.delete_link(&l.name)? {
+                out.push(format!(
+                    "deleted {}: namespace {} is still held open (a process inside it?), so the kernel had not",
+                    l.name, r.name
+                ));
+            }
         }
         netns::release_dir(&r.dir, r.dir_changes)?;
         files::remove_dirs(&r.created_dirs)?;

@@ -13,6 +13,7 @@ use crate::error::{Error, Result};
 use crate::inventory::Inventory;
 use crate::spec::Spec;
 use crate::sys::netlink::Netlink;
+use crate::sys::netns;
 
 pub struct Veth;
 
@@ -42,7 +43,7 @@ impl Step for Veth {
 
     fn inventory(&self, spec: &Spec, inv: &mut Inventory) {
         let n = &spec.net;
-        let gone = format!("deleting {} takes the peer and its route", n.host_if);
+        let gone = format!("goes with namespace {}: the kernel deletes both ends", n.netns);
         inv.object(
             self.id(),
             "link",
@@ -53,7 +54,7 @@ impl Step for Veth {
                 n.prefix,
                 alias(&spec.name)
             ),
-            &format!("delete {}", n.host_if),
+            &gone,
         );
         inv.object(
             self.id(),
@@ -176,10 +177,23 @@ impl Step for Veth {
         Ok(out)
     }
 
+    /// With its peer inside our namespace the pair goes with it (the netns
+    /// step, reverted after this one, waits until it has). Otherwise (the
+    /// namespace was deleted behind our back while something held it)
+    /// deleting this end takes the other with it.
     fn revert(&self, _undo: &Undo, v: &Value) -> Result<Vec<String>> {
         let r: Record = data(self.id(), v)?;
         let host = Netlink::host()?;
-        // Deleting one end takes the other with it.
+        let Some(link) = host.link(&r.host_if)? else {
+            return Ok(vec![]);
+        };
+        if netns::links_into(&host, &r.netns)?
+            .iter()
+            .any(|l| l.index == link.index)
+        {
+            let ns = r.netns.file_name().unwrap_or_default().to_string_lossy();
+            return Ok(vec![format!("veth {} goes with namespace {ns}", r.host_if)]);
+        }
         Ok(if host.delete_link(&r.host_if)? {
             vec![format!("deleted veth {}", r.host_if)]
         } else {

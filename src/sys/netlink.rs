@@ -50,6 +50,9 @@ pub struct Link {
     pub alias: Option<String>,
     /// IFLA_INFO_KIND: "veth", "dummy", ...; None for devices without one (`lo`, most NICs).
     pub kind: Option<String>,
+    /// IFLA_LINK_NETNSID: the namespace (by this socket's nsid for it) that
+    /// holds the other end of a veth living across two namespaces.
+    pub peer_nsid: Option<i32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -119,6 +122,18 @@ impl Netlink {
         }
     }
 
+    /// `None` if no link has that index (any more).
+    pub fn link_by_index(&self, index: u32) -> crate::Result<Option<Link>> {
+        let found = self
+            .rt
+            .block_on(async { self.handle.link().get().match_index(index).execute().try_next().await });
+        match found {
+            Ok(msg) => Ok(msg.map(to_link)),
+            Err(e) if errno(&e) == Some(Errno::ENODEV) => Ok(None),
+            Err(e) => Err(self.err("get link", format!("#{index}"), &e)),
+        }
+    }
+
     pub fn links(&self) -> crate::Result<Vec<Link>> {
         let msgs: Vec<LinkMessage> = self
             .rt
@@ -155,6 +170,44 @@ impl Netlink {
             return Err(self.err("set alias on", host_name, &e));
         }
         Ok(())
+    }
+
+    /// This socket's id for the namespace at `netns` (RTM_GETNSID, as `ip
+    /// netns list-id`); `None` while none is assigned, which means no link
+    /// here has its other end there.
+    pub fn nsid(&self, netns: &Path) -> crate::Result<Option<i32>> {
+        use rtnetlink::packet_core::{NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_REQUEST};
+        use rtnetlink::packet_route::nsid::{NsidAttribute, NsidMessage};
+        use rtnetlink::packet_route::RouteNetlinkMessage;
+        let what = format!("id of network namespace {}", netns.display());
+        let ns = File::open(netns).map_err(|e| Error::io("open network namespace", netns, e))?;
+        let mut msg = NsidMessage::default();
+        msg.attributes = vec![NsidAttribute::Fd(ns.as_raw_fd() as u32)];
+        let mut req = NetlinkMessage::from(RouteNetlinkMessage::GetNsId(msg));
+        req.header.flags = NLM_F_REQUEST | NLM_F_ACK;
+        let mut handle = self.handle.clone();
+        // The kernel resolves the fd while handling the request; `ns` stays
+        // open until `block_on` returns.
+        let answer = self.rt.block_on(async {
+            use futures::StreamExt;
+            let mut replies = handle.request(req)?;
+            while let Some(reply) = replies.next().await {
+                match reply.payload {
+                    NetlinkPayload::Error(e) if e.code.is_some() => return Err(rtnetlink::Error::NetlinkError(e)),
+                    NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewNsId(m)) => {
+                        let id = m.attributes.iter().find_map(|a| match a {
+                            NsidAttribute::Id(id) => Some(*id),
+                            _ => None,
+                        });
+                        return Ok(id.filter(|id| *id >= 0));
+                    }
+                    _ => {}
+                }
+            }
+            Ok(None)
+        });
+        drop(ns);
+        answer.map_err(|e| self.err("get", &what, &e))
     }
 
     /// Deleting one end of a veth deletes both. `false` if there was no such link.
@@ -269,11 +322,13 @@ fn to_link(msg: LinkMessage) -> Link {
         up: msg.header.flags.contains(LinkFlags::Up),
         alias: None,
         kind: None,
+        peer_nsid: None,
     };
     for attr in msg.attributes {
         match attr {
             LinkAttribute::IfName(name) => link.name = name,
             LinkAttribute::IfAlias(alias) => link.alias = Some(alias),
+            LinkAttribute::LinkNetNsId(id) => link.peer_nsid = Some(id),
             LinkAttribute::LinkInfo(infos) => {
                 for info in infos {
                     if let LinkInfo::Kind(kind) = info {

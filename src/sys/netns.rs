@@ -12,6 +12,7 @@ use std::io;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::thread;
+use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
@@ -19,7 +20,7 @@ use nix::sched::{setns, unshare, CloneFlags};
 use nix::sys::statfs::{statfs, NSFS_MAGIC};
 
 use crate::error::Error;
-use crate::sys::netlink::Netlink;
+use crate::sys::netlink::{Link, Netlink};
 
 /// `/proc/self` would name the main thread's namespace, not the one the
 /// current thread just unshared.
@@ -103,6 +104,44 @@ pub fn exists(dir: &Path, name: &str) -> bool {
 pub fn delete(dir: &Path, name: &str) -> crate::Result<bool> {
     let path = ns_path(dir, name)?;
     remove_ns_file(&path)
+}
+
+/// The links `host` sees whose other end lives in the namespace at `path`
+/// (a veth's host end): the kernel deletes them as it tears that namespace
+/// down. Empty if `path` is not a namespace.
+pub fn links_into(host: &Netlink, path: &Path) -> crate::Result<Vec<Link>> {
+    if !is_netns(path) {
+        return Ok(vec![]);
+    }
+    let Some(id) = host.nsid(path)? else {
+        return Ok(vec![]);
+    };
+    Ok(host.links()?.into_iter().filter(|l| l.peer_nsid == Some(id)).collect())
+}
+
+/// Wait until each of `links` is gone from `host`, for at most `within`;
+/// returns the ones still there. After its last reference is dropped a
+/// namespace is torn down on a kernel work queue (about a millisecond when
+/// that queue is idle), so only a namespace something still holds open (a
+/// process inside it, an open handle) keeps its links past `within`.
+pub fn wait_links_gone(host: &Netlink, links: Vec<Link>, within: Duration) -> crate::Result<Vec<Link>> {
+    let start = Instant::now();
+    let mut left = links;
+    loop {
+        let mut still = Vec::new();
+        for l in left {
+            // An index is not reused while the link lives; a new link that
+            // got it later has another name.
+            if host.link_by_index(l.index)?.is_some_and(|now| now.name == l.name) {
+                still.push(l);
+            }
+        }
+        left = still;
+        if left.is_empty() || start.elapsed() >= within {
+            return Ok(left);
+        }
+        thread::sleep(Duration::from_micros(200));
+    }
 }
 
 /// Undo what `create` recorded in `changes`, but only once `dir` is empty:

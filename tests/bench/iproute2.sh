@@ -83,7 +83,9 @@ down() {
 up; down # warm-up
 t_up=0 t_down=0
 for _ in $(seq "$rounds"); do
-  a=$(date +%s%N); up; b=$(date +%s%N); down; c=$(date +%s%N)
-  t_up=$((t_up + b - a)); t_down=$((t_down + c - b))
+  a=$(date +%s%N); up; b=$(date +%s%N)
+  sleep 0.1 # the bench's SETTLE, counted in neither phase
+  c=$(date +%s%N); down; d=$(date +%s%N)
+  t_up=$((t_up + b - a)); t_down=$((t_down + d - c))
 done
 echo "$t_up $t_down"
