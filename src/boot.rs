@@ -24,7 +24,7 @@ use crate::steps;
 
 /// The steps whose objects a reboot takes away (kernel state), in setup's
 /// order: the ones `--boot` converges.
-pub const IN_MEMORY: &[&str] = &["host-firewall", "forwarding", "nflog", "netns", "egress", "veth"];
+pub const IN_MEMORY: &[&str] = &["netns", "firewall", "forwarding", "nflog", "veth"];
 /// The steps whose objects survive a reboot (files, accounts, units).
 pub const PERSISTENT: &[&str] = &[
     "user", "dns", "policy", "openclaw", "scripts", "pairing", "extras", "units",

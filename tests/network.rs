@@ -424,7 +424,7 @@ fn dry_run_changes_nothing_before_or_after_setup() {
     let undo = host.sandbox(&["setup", "--root", host.root_str(), "--disable", "--dry-run"]);
     assert_eq!(undo.code, 0, "{undo}");
     installed.assert_same(&host.snapshot(), "--disable --dry-run");
-    for step in ["dns", "veth", "forwarding", "host-firewall", "egress", "netns"] {
+    for step in ["dns", "veth", "forwarding", "firewall", "netns"] {
         assert!(
             undo.stdout.lines().any(|l| l.split_whitespace().next() == Some(step)),
             "--disable --dry-run does not list {step}:\n{undo}"
@@ -489,7 +489,8 @@ fn disable_removes_the_veth_with_the_namespace_even_while_a_process_holds_it() {
     host.setup_ok(&flags);
     let run = host.disable_ok();
     assert!(
-        run.stdout.contains("veth sandbox0 goes with namespace sandbox0"),
+        run.stdout
+            .contains("veth sandbox0 down; it goes with namespace sandbox0"),
         "{run}"
     );
     assert!(!run.stdout.contains("held open"), "{run}");

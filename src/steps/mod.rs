@@ -1,17 +1,15 @@
 //! The list of steps, in the order `setup` applies them (`--disable`
-//! reverts in reverse). Rules go in before the link exists, and the link
-//! is gone before they come out, so the sandbox never has a way out
-//! without a firewall.
+//! reverts in reverse). The rules go in before the link exists; the link
+//! is down before they come out, and gone with the namespace after.
 //!
 //! | step          | creates                                   | inverse                     |
 //! |---------------|-------------------------------------------|-----------------------------|
 //! | user          | user+group <name>, home 0750, .bashrc     | kept; --purge: user, group, home if ours |
-//! | host-firewall | nft table on the host                     | delete our table            |
+//! | netns         | /run/netns/<name>0, lo up                 | unmount + unlink; wait until its links are gone |
+//! | firewall      | nft table inside the netns and on the host | delete the host's; the other goes with the netns |
 //! | forwarding    | net.ipv4.ip_forward=1 (only if needed)    | old values restored         |
 //! | nflog         | net.netfilter.nf_log_all_netns=1 (host-wide; initial netns only) | old value restored |
-//! | netns         | /run/netns/<name>0, lo up                 | unmount + unlink; wait until its links are gone |
-//! | egress        | nft table inside the netns                | (goes with the netns)       |
-//! | veth          | <name>0 <-> eth0 (in netns), addrs, route | (goes with the netns)       |
+//! | veth          | <name>0 <-> eth0 (in netns), addrs, route | host end down; the pair goes with the netns |
 //! | dns           | /etc/netns/<name>0/{resolv,nsswitch}.conf | remove (if unedited)        |
 //! | policy        | ~/.defenseclaw/policy/ (Rego, rule packs, manifest) | kept (edits never overwritten) |
 //! | openclaw      | guardrail + gateway.port in openclaw.json, .bak | original back (or our keys out) |
@@ -21,11 +19,10 @@
 //! | units         | sandbox-net@, defenseclaw-gateway@, openshell-<name>, defenseclaw-<name>.target; enabled + started over D-Bus | stop, disable, remove (if unedited), reload |
 
 mod dns;
-mod egress;
 mod extras;
+mod firewall;
 mod forwarding;
 mod home;
-mod host_firewall;
 mod netns;
 mod nflog;
 mod openclaw;
@@ -43,11 +40,10 @@ pub use veth::alias as veth_alias;
 pub fn all() -> Vec<Box<dyn Step>> {
     vec![
         Box::new(user::User),
-        Box::new(host_firewall::HostRules),
+        Box::new(netns::Netns),
+        Box::new(firewall::EgressRules),
         Box::new(forwarding::Forwarding),
         Box::new(nflog::NfLog),
-        Box::new(netns::Netns),
-        Box::new(egress::EgressRules),
         Box::new(veth::Veth),
         Box::new(dns::DnsFiles),
         Box::new(policy_dir::PolicyDir),

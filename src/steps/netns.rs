@@ -107,11 +107,10 @@ impl Step for Netns {
         )])
     }
 
-    /// The veth pair goes with the namespace: the kernel deletes both ends
-    /// as it tears the namespace down, on its own work queue. Deleting the
-    /// link from here instead would block this run on an RCU barrier (tens
-    /// of ms). The host end is gone before this returns, so the host
-    /// firewall (reverted after this step) still outlives it.
+    /// The veth pair (and the table inside) go with the namespace: the
+    /// kernel deletes both ends as it tears the namespace down, on its own
+    /// work queue, where deleting the link from here would block on an RCU
+    /// barrier. The host end is gone before this returns.
     fn revert(&self, _undo: &Undo, v: &Value) -> Result<Vec<String>> {
         let r: Record = data(self.id(), v)?;
         let host = Netlink::host()?;

@@ -43,7 +43,10 @@ impl Step for Veth {
 
     fn inventory(&self, spec: &Spec, inv: &mut Inventory) {
         let n = &spec.net;
-        let gone = format!("goes with namespace {}: the kernel deletes both ends", n.netns);
+        let gone = format!(
+            "down, then goes with namespace {}: the kernel deletes both ends",
+            n.netns
+        );
         inv.object(
             self.id(),
             "link",
@@ -177,10 +180,12 @@ impl Step for Veth {
         Ok(out)
     }
 
-    /// With its peer inside our namespace the pair goes with it (the netns
-    /// step, reverted after this one, waits until it has). Otherwise (the
-    /// namespace was deleted behind our back while something held it)
-    /// deleting this end takes the other with it.
+    /// With its peer inside our namespace the pair goes with the namespace
+    /// (the netns step, reverted last, waits until it has); until then the
+    /// host end is down, so nothing passes while the host table comes out.
+    /// Deleting a link would block on an RCU barrier (tens of ms). A host
+    /// end whose peer is elsewhere (the namespace was deleted behind our
+    /// back while something held it) is deleted, which takes the peer.
     fn revert(&self, _undo: &Undo, v: &Value) -> Result<Vec<String>> {
         let r: Record = data(self.id(), v)?;
         let host = Netlink::host()?;
@@ -191,8 +196,9 @@ impl Step for Veth {
             .iter()
             .any(|l| l.index == link.index)
         {
+            host.set_down(&r.host_if)?;
             let ns = r.netns.file_name().unwrap_or_default().to_string_lossy();
-            return Ok(vec![format!("veth {} goes with namespace {ns}", r.host_if)]);
+            return Ok(vec![format!("veth {} down; it goes with namespace {ns}", r.host_if)]);
         }
         Ok(if host.delete_link(&r.host_if)? {
             vec![format!("deleted veth {}", r.host_if)]

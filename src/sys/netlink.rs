@@ -223,6 +223,14 @@ impl Netlink {
         }
     }
 
+    /// A link that is down passes no packets either way.
+    pub fn set_down(&self, name: &str) -> crate::Result<()> {
+        let msg = LinkUnspec::new_with_name(name).down().build();
+        self.rt
+            .block_on(self.handle.link().change(msg).execute())
+            .map_err(|e| self.err("set down", name, &e))
+    }
+
     pub fn set_up(&self, name: &str) -> crate::Result<()> {
         let msg = LinkUnspec::new_with_name(name).up().build();
         self.rt

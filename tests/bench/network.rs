@@ -1,5 +1,5 @@
-//! Benchmark (not a test): the time of sandbox's network steps
-//! (host-firewall, forwarding, netns, egress, veth, dns) to set up and tear down,
+//! Benchmark (not a test): the time of sandbox's network steps (netns,
+//! firewall, forwarding, veth, dns) to set up and tear down,
 //! against `iproute2.sh` doing the same work with `ip` and `nft`, in one
 //! run, as a ratio. Target: at most 0.5x the script.
 //!
@@ -25,7 +25,7 @@ use sandbox::state::Store;
 /// socket one RCU grace period after its close).
 const SETTLE: Duration = Duration::from_millis(100);
 
-const NETWORK_STEPS: &[&str] = &["host-firewall", "forwarding", "netns", "egress", "veth", "dns"];
+const NETWORK_STEPS: &[&str] = &["netns", "firewall", "forwarding", "veth", "dns"];
 
 fn main() -> Result<(), String> {
     let rounds: u32 = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(20);
