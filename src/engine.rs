@@ -134,9 +134,11 @@ pub fn apply_all(
 ) -> Result<Vec<Outcome>> {
     let mut out = Vec::new();
     // Write-ahead for the state directory itself: a run that fails (or is
-    // killed) before its first step still leaves a record naming it.
+    // killed) before its first step still leaves a record naming it. Not
+    // fsynced: after a power cut an empty record reads as none, and
+    // `--disable` sweeps by name.
     if !store.file().exists() {
-        store.save(state)?;
+        store.save_with(state, false)?;
     }
     for step in steps {
         let id = step.id();

@@ -233,6 +233,11 @@ fn read(path: &Path) -> Result<Option<State>> {
         }
         Err(e) => return Err(Error::io("read", path, e)),
     };
+    // Only a power cut right after the record was first made leaves it
+    // empty (no save writes empty JSON): nothing was recorded yet.
+    if bytes.is_empty() {
+        return Ok(None);
+    }
     let state: State = serde_json::from_slice(&bytes).map_err(|e| Error::State {
         path: path.into(),
         cause: format!("unreadable: {e}"),
@@ -281,5 +286,19 @@ mod tests {
             e.to_string().contains("state.json") && e.to_string().contains("fix:"),
             "{e}"
         );
+    }
+
+    /// The first save is not fsynced: a power cut right after it can leave
+    /// the file empty, which holds no step yet.
+    #[test]
+    fn an_empty_record_is_no_record() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let root = Root(d.path().into());
+        std::fs::create_dir_all(root.state_dir("x")).expect("mkdir");
+        std::fs::write(root.state_dir("x").join("state.json"), "").expect("w");
+        assert!(Store::peek(&root, "x").expect("empty reads").is_none());
+        let (store, state) = Store::open(&root, "x").expect("open");
+        assert!(state.get("netns").is_none());
+        store.remove(&state).expect("remove");
     }
 }

@@ -4,7 +4,7 @@
 //! to a host resolver (systemd-resolved, nscd) that would bypass it.
 //! `ip netns exec` binds both over /etc; the agent's unit binds them too.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -104,42 +104,42 @@ impl Step for DnsFiles {
     fn apply(&self, spec: &Spec, rec: &mut Recorder<'_>) -> Result<Vec<String>> {
         let mut r = rec.get::<Record>().unwrap_or_default();
         let wanted = wanted_files(spec);
-        let mut out = Vec::new();
-        if let Some(dir) = wanted.first().and_then(|(p, _)| p.parent()) {
-            // Write-ahead: the directories are recorded before they exist.
-            let missing: Vec<PathBuf> = files::missing_dirs(dir)
-                .into_iter()
-                .filter(|d| !r.created_dirs.contains(d))
-                .collect();
-            if !missing.is_empty() {
-                r.created_dirs.extend(missing);
-                rec.put(&r)?;
-            }
-            files::create_dirs(dir, 0o755)?;
-        }
+        // Write-ahead: the directories are recorded before they exist.
+        let dir = wanted.first().and_then(|(p, _)| p.parent()).map(Path::to_path_buf);
+        let missing: Vec<PathBuf> = dir
+            .iter()
+            .flat_map(|d| files::missing_dirs(d))
+            .filter(|d| !r.created_dirs.contains(d))
+            .collect();
+        r.created_dirs.extend(missing.iter().cloned());
+        // Every file to write is recorded first, in one save; then all are
+        // written and their directory synced once.
+        let mut writes: Vec<(PathBuf, String)> = Vec::new();
         for (path, body) in wanted {
             let sha = files::sha256_hex(body.as_bytes());
-            let current = files::hash_of(&path)?;
-            if current.as_deref() == Some(&sha) {
+            if files::hash_of(&path)?.as_deref() == Some(&sha) {
                 continue;
             }
-            let known = r.files.iter().position(|f| f.path == path);
-            if known.is_none() {
-                let previous = files::previous_content(&path)?;
-                r.files.push(FileRecord {
+            match r.files.iter_mut().find(|f| f.path == path) {
+                Some(f) => f.sha256 = sha,
+                None => r.files.push(FileRecord {
+                    previous: files::previous_content(&path)?,
                     path: path.clone(),
-                    sha256: sha.clone(),
-                    previous,
-                });
-            } else if let Some(i) = known {
-                r.files[i].sha256 = sha.clone();
+                    sha256: sha,
+                }),
             }
-            rec.put(&r)?;
-            files::write_atomic(&path, body.as_bytes(), 0o644)?;
-            out.push(format!("wrote {}", path.display()));
+            writes.push((path, body));
         }
-        rec.put(&r)?;
-        Ok(out)
+        rec.put(&r)?; // a no-op when nothing changed
+        if writes.is_empty() && missing.is_empty() {
+            return Ok(vec![]);
+        }
+        if let Some(dir) = &dir {
+            files::create_dirs(dir, 0o755)?;
+        }
+        let all: Vec<(&Path, &[u8])> = writes.iter().map(|(p, b)| (p.as_path(), b.as_bytes())).collect();
+        files::write_atomic_all(&all, 0o644)?;
+        Ok(writes.iter().map(|(p, _)| format!("wrote {}", p.display())).collect())
     }
 
     fn revert(&self, _undo: &Undo, v: &Value) -> Result<Vec<String>> {

@@ -77,24 +77,20 @@ impl Step for Netns {
             rec.put(&r)?;
             return Ok(vec![]);
         }
-        // Write-ahead: the record names the namespace before it exists.
-        rec.put(&r)?;
-        if let Some(parent) = dir.parent() {
-            let missing = files::missing_dirs(parent);
-            if !missing.is_empty() {
-                r.created_dirs.extend(missing);
-                rec.put(&r)?;
-            }
-            files::create_dirs(parent, 0o755)?;
-        }
-        // A directory that does not exist yet will be made and made a shared
-        // mount point: say so before, or a crash inside `create` leaves both
-        // unrecorded. Both undo steps skip what is not there.
+        // Write-ahead, in one save: the namespace, the parents of its
+        // directory this run makes and, if the directory does not exist
+        // yet, that it will be made and made a shared mount point. Every
+        // undo skips what is not there.
+        let missing = dir.parent().map(files::missing_dirs).unwrap_or_default();
+        r.created_dirs.extend(missing);
         let prior = r.dir_changes;
         if !dir.exists() {
             r.dir_changes.created_dir = true;
             r.dir_changes.made_mountpoint = true;
-            rec.put(&r)?;
+        }
+        rec.put(&r)?;
+        if let Some(parent) = dir.parent() {
+            files::create_dirs(parent, 0o755)?;
         }
         let did = netns::create(&dir, &spec.net.netns)?;
         r.dir_changes.created_dir = prior.created_dir || did.created_dir;

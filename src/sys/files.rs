@@ -25,23 +25,48 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 /// rename). A full disk or a read-only filesystem is reported with its
 /// fix, and leaves the old file as it was.
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
-    write_file(path, bytes, mode, None, true)
+    write_file(path, bytes, mode, None, Sync::FileAndDir)
+}
+
+/// As [`write_atomic`] for several files: each is on disk before it takes
+/// its name, and each directory is synced once at the end rather than once
+/// per file.
+pub fn write_atomic_all(files: &[(&Path, &[u8])], mode: u32) -> Result<()> {
+    let mut dirs: Vec<&Path> = Vec::new();
+    for (path, bytes) in files {
+        write_file(path, bytes, mode, None, Sync::File)?;
+        let dir = path.parent().unwrap_or(Path::new("/"));
+        if !dirs.contains(&dir) {
+            dirs.push(dir);
+        }
+    }
+    dirs.into_iter().try_for_each(sync_dir)
 }
 
 /// As [`write_atomic`]; with `durable` false the rename is atomic (a killed
 /// process never leaves half a file) but not yet on disk after a power cut.
 pub fn write_atomic_with(path: &Path, bytes: &[u8], mode: u32, durable: bool) -> Result<()> {
-    write_file(path, bytes, mode, None, durable)
+    let sync = if durable { Sync::FileAndDir } else { Sync::Nothing };
+    write_file(path, bytes, mode, None, sync)
 }
 
 /// As [`write_atomic`], the new file given to `owner` (uid, gid) before it
 /// takes the name: a run killed at any point never leaves a file of the
 /// right content with the wrong owner.
 pub fn write_atomic_as(path: &Path, bytes: &[u8], mode: u32, owner: Option<(u32, u32)>) -> Result<()> {
-    write_file(path, bytes, mode, owner, true)
+    write_file(path, bytes, mode, owner, Sync::FileAndDir)
 }
 
-fn write_file(path: &Path, bytes: &[u8], mode: u32, owner: Option<(u32, u32)>, durable: bool) -> Result<()> {
+/// What reaches the disk before `write_file` returns.
+#[derive(Clone, Copy, PartialEq)]
+enum Sync {
+    Nothing,
+    /// The content, before the rename; the caller syncs the directory.
+    File,
+    FileAndDir,
+}
+
+fn write_file(path: &Path, bytes: &[u8], mode: u32, owner: Option<(u32, u32)>, sync: Sync) -> Result<()> {
     if fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
         return Err(Error::host(
             path.display().to_string(),
@@ -59,7 +84,7 @@ fn write_file(path: &Path, bytes: &[u8], mode: u32, owner: Option<(u32, u32)>, d
             }
             f.set_permissions(fs::Permissions::from_mode(mode))
                 .map_err(|e| io_error("chmod", at, e))?;
-            if durable {
+            if sync != Sync::Nothing {
                 f.sync_all().map_err(|e| io_error("fsync", at, e))?;
             }
             Ok(())
@@ -104,7 +129,7 @@ fn write_file(path: &Path, bytes: &[u8], mode: u32, owner: Option<(u32, u32)>, d
             Err(e) => return Err(io_error("create a file in", dir, e)),
         }
         fs::rename(&tmp, path).map_err(|e| io_error("rename into place", path, e))?;
-        if durable {
+        if sync == Sync::FileAndDir {
             sync_dir(dir)?;
         }
         Ok(())
