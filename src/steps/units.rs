@@ -400,11 +400,17 @@ impl Step for Units {
         for f in &wanted {
             let path = dir.join(&f.rel);
             if let Some(parent) = path.parent() {
-                let made = files::create_dirs(parent, 0o755)?;
-                if !made.is_empty() {
-                    r.created_dirs.extend(made);
+                // Write-ahead: recorded before they exist, or a run killed
+                // in between leaves them unrecorded.
+                let missing: Vec<PathBuf> = files::missing_dirs(parent)
+                    .into_iter()
+                    .filter(|d| !r.created_dirs.contains(d))
+                    .collect();
+                if !missing.is_empty() {
+                    r.created_dirs.extend(missing);
                     rec.put(&r)?;
                 }
+                files::create_dirs(parent, 0o755)?;
             }
             let sha = files::sha256_hex(f.body.as_bytes());
             let current = files::hash_of(&path)?;

@@ -10,7 +10,7 @@
 
 use std::fs;
 use std::os::unix::fs::MetadataExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -239,13 +239,14 @@ impl Step for User {
                 }
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                // Write-ahead: the home and any parents it needs.
                 r.created_home = true;
+                let parent = h.parent().map(Path::to_path_buf);
+                r.created_parents
+                    .extend(parent.iter().flat_map(|p| files::missing_dirs(p)));
                 rec.put(&r)?;
-                if let Some(parent) = h.parent() {
-                    for d in files::create_dirs(parent, 0o755)? {
-                        r.created_parents.push(d);
-                    }
-                    rec.put(&r)?;
+                if let Some(parent) = &parent {
+                    files::create_dirs(parent, 0o755)?;
                 }
                 fs::create_dir(&h).map_err(|e| Error::io("create directory", &h, e))?;
                 owner::set(&h, true, HOME_MODE, who)?;
