@@ -22,6 +22,12 @@ pub trait Step {
     fn volatile(&self) -> bool {
         false
     }
+    /// Whether work an earlier step left running in the background must be
+    /// finished before this step starts (the veth: no link before its
+    /// rules are in).
+    fn waits_for_background(&self) -> bool {
+        false
+    }
     /// Whether this spec wants the step at all; an unwanted step that was
     /// applied by an earlier run is reverted (converge on changed flags).
     fn wanted(&self, _spec: &Spec) -> bool {
@@ -69,7 +75,11 @@ pub struct Recorder<'a> {
     durable: bool,
     state: &'a mut State,
     store: &'a Store,
+    background: Option<Background>,
 }
+
+/// The rest of a step, left running on a thread: it returns what changed.
+type Background = std::thread::JoinHandle<Result<Vec<String>>>;
 
 impl Recorder<'_> {
     /// Whether an earlier run left a record for this step. Without one,
@@ -93,6 +103,96 @@ impl Recorder<'_> {
         self.state.put(self.id, false, value);
         self.store.save_with(self.state, self.durable)?;
         crate::fault::after_put(self.id)
+    }
+
+    /// Finish the step on a thread while the steps after it run, for work
+    /// that mostly waits (an `nft` run is mostly process start-up). The
+    /// engine collects it, and only then marks the step done and reports
+    /// it, before any step that `waits_for_background` and before the run
+    /// ends. The record must already hold what undo needs; `work` cannot
+    /// write it.
+    pub fn finish_in_background(&mut self, work: impl FnOnce() -> Result<Vec<String>> + Send + 'static) -> Result<()> {
+        let handle = std::thread::Builder::new()
+            .name(self.id.into())
+            .spawn(work)
+            .map_err(|e| Error::io("start a thread for step", self.id, e))?;
+        self.background = Some(handle);
+        Ok(())
+    }
+}
+
+/// Outcomes in step order: one whose step still runs in the background
+/// holds back the ones after it, so progress, `--json` and the audit log
+/// read in the order the steps are listed.
+#[derive(Default)]
+struct InOrder {
+    queue: Vec<Pending>,
+}
+
+enum Pending {
+    Done(Outcome),
+    Running {
+        step: &'static str,
+        changes: Vec<String>,
+        work: Background,
+    },
+}
+
+impl InOrder {
+    fn push(&mut self, p: Pending, out: &mut Vec<Outcome>, report: &mut dyn FnMut(&Outcome)) {
+        self.queue.push(p);
+        self.flush(out, report);
+    }
+
+    fn flush(&mut self, out: &mut Vec<Outcome>, report: &mut dyn FnMut(&Outcome)) {
+        while matches!(self.queue.first(), Some(Pending::Done(_))) {
+            if let Pending::Done(o) = self.queue.remove(0) {
+                report(&o);
+                out.push(o);
+            }
+        }
+    }
+
+    /// Wait for everything still running, mark it done, report all in
+    /// order. A failed one is not done; every other one is still collected
+    /// and reported (their changes happened), then the first failure is
+    /// returned.
+    fn collect(&mut self, state: &mut State, out: &mut Vec<Outcome>, report: &mut dyn FnMut(&Outcome)) -> Result<()> {
+        let mut first_err = None;
+        for p in std::mem::take(&mut self.queue) {
+            let done = match p {
+                Pending::Done(o) => o,
+                Pending::Running {
+                    step,
+                    mut changes,
+                    work,
+                } => {
+                    match work.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)) {
+                        Ok(more) => {
+                            mark_done(state, step);
+                            changes.extend(more);
+                        }
+                        Err(e) => {
+                            first_err.get_or_insert(in_step(step, "apply", e));
+                        }
+                    }
+                    Outcome { step, changes }
+                }
+            };
+            self.queue.push(Pending::Done(done));
+        }
+        self.flush(out, report);
+        first_err.map_or(Ok(()), Err)
+    }
+}
+
+/// Marked done in memory only: the next write-ahead (or the final save)
+/// carries it. A crash before then leaves it "under way", which re-run and
+/// --disable treat the same way.
+fn mark_done(state: &mut State, id: &str) {
+    if let Some(r) = state.get(id) {
+        let data = r.data.clone();
+        state.put(id, true, data);
     }
 }
 
@@ -132,7 +232,6 @@ pub fn apply_all(
     state: &mut State,
     report: &mut dyn FnMut(&Outcome),
 ) -> Result<Vec<Outcome>> {
-    let mut out = Vec::new();
     // Write-ahead for the state directory itself: a run that fails (or is
     // killed) before its first step still leaves a record naming it. Not
     // fsynced: after a power cut an empty record reads as none, and
@@ -140,26 +239,54 @@ pub fn apply_all(
     if !store.file().exists() {
         store.save_with(state, false)?;
     }
+    let mut out = Vec::new();
+    let mut in_order = InOrder::default();
+    let applied = apply_each(steps, spec, store, state, &mut in_order, &mut out, report);
+    // Nothing is left running, whatever happened.
+    let collected = in_order.collect(state, &mut out, report);
+    applied?;
+    collected?;
+    store.save(state)?;
+    Ok(out)
+}
+
+fn apply_each(
+    steps: &[Box<dyn Step>],
+    spec: &Spec,
+    store: &Store,
+    state: &mut State,
+    in_order: &mut InOrder,
+    out: &mut Vec<Outcome>,
+    report: &mut dyn FnMut(&Outcome),
+) -> Result<()> {
     for step in steps {
         let id = step.id();
-        let changes = if step.wanted(spec) {
+        if step.waits_for_background() {
+            in_order.collect(state, out, report)?;
+        }
+        let pending = if step.wanted(spec) {
             let mut rec = Recorder {
                 id,
                 durable: !step.volatile(),
                 state,
                 store,
+                background: None,
             };
             crate::fault::before_apply(id).map_err(|e| in_step(id, "apply", e))?;
             let changes = step.apply(spec, &mut rec).map_err(|e| in_step(id, "apply", e))?;
+            let background = rec.background.take();
             crate::fault::after_apply(id);
-            // Marked done in memory only: the next write-ahead (or the final
-            // save) carries it. A crash before then leaves it "under way",
-            // which re-run and --disable treat the same way.
-            if let Some(r) = state.get(id) {
-                let data = r.data.clone();
-                state.put(id, true, data);
+            match background {
+                Some(work) => Pending::Running {
+                    step: id,
+                    changes,
+                    work,
+                },
+                None => {
+                    mark_done(state, id);
+                    Pending::Done(Outcome { step: id, changes })
+                }
             }
-            changes
         } else if let Some(r) = state.get(id) {
             let data = r.data.clone();
             let undo = Undo {
@@ -169,16 +296,16 @@ pub fn apply_all(
             let changes = step.revert(&undo, &data).map_err(|e| in_step(id, "revert", e))?;
             state.remove(id);
             store.save(state)?;
-            changes
+            Pending::Done(Outcome { step: id, changes })
         } else {
-            Vec::new()
+            Pending::Done(Outcome {
+                step: id,
+                changes: Vec::new(),
+            })
         };
-        let o = Outcome { step: id, changes };
-        report(&o);
-        out.push(o);
+        in_order.push(pending, out, report);
     }
-    store.save(state)?;
-    Ok(out)
+    Ok(())
 }
 
 /// Revert every recorded step, last applied first.
@@ -437,5 +564,121 @@ mod tests {
         let out = apply_all(&steps(&log, None, Some("b")), &spec, &store, &mut state, &mut |_| {}).expect("converge");
         assert_eq!(*log.borrow(), ["apply a", "revert b \"b\"", "apply c"]);
         assert!(out[1].changed() && state.get("b").is_none());
+    }
+
+    /// Finishes in the background: `a` waits for `b` to have run, so the
+    /// test hangs (and then fails) unless the engine went on meanwhile.
+    struct Background {
+        id: &'static str,
+        go: std::sync::Mutex<Option<std::sync::mpsc::Receiver<()>>>,
+        tell: Option<std::sync::mpsc::Sender<()>>,
+        finished: std::sync::Arc<std::sync::atomic::AtomicBool>,
+        waits: bool,
+        fail: bool,
+        log: Rc<RefCell<Vec<String>>>,
+    }
+
+    impl Step for Background {
+        fn id(&self) -> &'static str {
+            self.id
+        }
+        fn waits_for_background(&self) -> bool {
+            self.waits
+        }
+        fn plan(&self, _spec: &Spec, _rec: Option<&Value>) -> Result<Vec<String>> {
+            Ok(vec![])
+        }
+        fn apply(&self, _spec: &Spec, rec: &mut Recorder<'_>) -> Result<Vec<String>> {
+            rec.put(&serde_json::json!({ "made": self.id }))?;
+            let finished = self.finished.load(std::sync::atomic::Ordering::SeqCst);
+            self.log
+                .borrow_mut()
+                .push(format!("apply {} (a finished: {finished})", self.id));
+            if let Some(tx) = &self.tell {
+                tx.send(()).expect("a listens");
+            }
+            let go = self.go.lock().expect("lock").take();
+            if let Some(go) = go {
+                let (finished, fail) = (self.finished.clone(), self.fail);
+                rec.finish_in_background(move || {
+                    go.recv_timeout(std::time::Duration::from_secs(5))
+                        .map_err(|_| Error::host("a", "b never ran while a was finishing", "none"))?;
+                    if fail {
+                        return Err(Error::host("a", "failed on purpose", "none"));
+                    }
+                    finished.store(true, std::sync::atomic::Ordering::SeqCst);
+                    Ok(vec!["finished a".into()])
+                })?;
+                return Ok(vec!["started a".into()]);
+            }
+            Ok(vec![format!("did {}", self.id)])
+        }
+        fn revert(&self, _undo: &Undo, _data: &Value) -> Result<Vec<String>> {
+            Ok(vec![])
+        }
+    }
+
+    fn background_steps(log: &Rc<RefCell<Vec<String>>>, fail: bool) -> Vec<Box<dyn Step>> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let finished = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let step = |id, go, tell, waits| {
+            Box::new(Background {
+                id,
+                go: std::sync::Mutex::new(go),
+                tell,
+                finished: finished.clone(),
+                waits,
+                fail,
+                log: log.clone(),
+            }) as Box<dyn Step>
+        };
+        vec![
+            step("a", Some(rx), None, false),
+            step("b", None, Some(tx), false),
+            step("c", None, None, true),
+        ]
+    }
+
+    #[test]
+    fn background_work_overlaps_the_next_steps_and_is_reported_in_order() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let spec = spec(dir.path());
+        let log = Rc::new(RefCell::new(Vec::new()));
+        let (store, mut state) = Store::open(&spec.root, "sandbox").expect("open");
+        let mut reported = Vec::new();
+        let out = apply_all(&background_steps(&log, false), &spec, &store, &mut state, &mut |o| {
+            reported.push(format!("{}: {}", o.step, o.changes.join(", ")))
+        })
+        .expect("apply");
+        assert_eq!(
+            *log.borrow(),
+            [
+                "apply a (a finished: false)",
+                "apply b (a finished: false)",
+                "apply c (a finished: true)"
+            ],
+            "b ran while a finished; c waited for it"
+        );
+        assert_eq!(reported, ["a: started a, finished a", "b: did b", "c: did c"]);
+        assert_eq!(out.len(), 3);
+        assert!(state.steps.iter().all(|r| r.done));
+    }
+
+    #[test]
+    fn failed_background_work_fails_the_run_and_leaves_its_step_under_way() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let spec = spec(dir.path());
+        let log = Rc::new(RefCell::new(Vec::new()));
+        let (store, mut state) = Store::open(&spec.root, "sandbox").expect("open");
+        let mut reported = Vec::new();
+        let e = apply_all(&background_steps(&log, true), &spec, &store, &mut state, &mut |o| {
+            reported.push(o.step)
+        })
+        .expect_err("a fails");
+        assert!(e.to_string().contains("step a (apply)"), "{e}");
+        assert_eq!(reported, ["a", "b"], "b's change happened and is reported");
+        assert_eq!(state.get("a").map(|r| r.done), Some(false));
+        assert_eq!(state.get("b").map(|r| r.done), Some(true));
+        assert!(state.get("c").is_none(), "c waits for a and never started");
     }
 }

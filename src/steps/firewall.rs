@@ -5,8 +5,9 @@
 //! Nothing else in either ruleset is touched.
 //!
 //! The two tables live in different namespaces, so they take one `nft` run
-//! each; the runs are independent and go side by side (each is mostly
-//! process start-up). Both are in place before the veth exists.
+//! each; the runs are independent and go side by side, in the background
+//! while the next steps run (each is mostly process start-up). Both are in
+//! place before the veth exists: that step waits for them.
 
 use std::path::{Path, PathBuf};
 
@@ -94,22 +95,20 @@ impl Step for EgressRules {
             host: had_host || host.is_some(),
         };
         rec.put(&r)?;
-        let (inside_done, host_done) = std::thread::scope(|s| {
-            let on_host = s.spawn(|| host_side(host.as_ref(), had_host, &inside.name));
-            let inside_done = install_inside(&inside, &path, known);
-            let host_done = on_host.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-            (inside_done, host_done)
-        });
-        let mut out = Vec::new();
-        if inside_done? {
-            out.push(describe_inside(&inside, &spec.net.netns).replacen("install", "installed", 1));
-        }
-        out.extend(host_done?);
-        if r.host != host.is_some() {
-            r.host = host.is_some();
+        let netns_name = spec.net.netns.clone();
+        if host.is_none() && had_host {
+            // Rare (--no-host-networking after a run without it): the record
+            // must say the host table is gone once it is, so not in the
+            // background.
+            let out = both_tables(inside, None, path, netns_name, known, had_host)?;
+            r.host = false;
             rec.put(&r)?;
+            return Ok(out);
         }
-        Ok(out)
+        // Both runs are mostly nft's start-up: the next steps go on
+        // meanwhile, and the veth waits for them.
+        rec.finish_in_background(move || both_tables(inside, host, path, netns_name, known, had_host))?;
+        Ok(vec![])
     }
 
     /// The host table goes first. The namespace's table lives and dies
@@ -139,6 +138,29 @@ impl Step for EgressRules {
         nft::delete_table(&table)?;
         Ok(vec![format!("deleted host table inet {table}")])
     }
+}
+
+/// The two nft runs, side by side (one per namespace).
+fn both_tables(
+    inside: Table,
+    host: Option<Table>,
+    path: PathBuf,
+    netns_name: String,
+    known: bool,
+    had_host: bool,
+) -> Result<Vec<String>> {
+    let (inside_done, host_done) = std::thread::scope(|s| {
+        let on_host = s.spawn(|| host_side(host.as_ref(), had_host, &inside.name));
+        let inside_done = install_inside(&inside, &path, known);
+        let host_done = on_host.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        (inside_done, host_done)
+    });
+    let mut out = Vec::new();
+    if inside_done? {
+        out.push(describe_inside(&inside, &netns_name).replacen("install", "installed", 1));
+    }
+    out.extend(host_done?);
+    Ok(out)
 }
 
 /// `nft` on a thread that entered the namespace, so the table lands there

@@ -1,6 +1,8 @@
 //! The list of steps, in the order `setup` applies them (`--disable`
-//! reverts in reverse). The rules go in before the link exists; the link
-//! is down before they come out, and gone with the namespace after.
+//! reverts in reverse). The rules go in before the link exists (the
+//! firewall finishes in the background while forwarding, nflog and dns
+//! run; the veth waits for it); the link is down before they come out, and
+//! gone with the namespace after.
 //!
 //! | step          | creates                                   | inverse                     |
 //! |---------------|-------------------------------------------|-----------------------------|
@@ -9,8 +11,8 @@
 //! | firewall      | nft table inside the netns and on the host | delete the host's; the other goes with the netns |
 //! | forwarding    | net.ipv4.ip_forward=1 (only if needed)    | old values restored         |
 //! | nflog         | net.netfilter.nf_log_all_netns=1 (host-wide; initial netns only) | old value restored |
-//! | veth          | <name>0 <-> eth0 (in netns), addrs, route | host end down; the pair goes with the netns |
 //! | dns           | /etc/netns/<name>0/{resolv,nsswitch}.conf | remove (if unedited)        |
+//! | veth          | <name>0 <-> eth0 (in netns), addrs, route | host end down; the pair goes with the netns |
 //! | policy        | ~/.defenseclaw/policy/ (Rego, rule packs, manifest) | kept (edits never overwritten) |
 //! | openclaw      | guardrail + gateway.port in openclaw.json, .bak | original back (or our keys out) |
 //! | scripts       | ~/run-sandbox.sh, ~/pair.sh               | remove (if unedited)        |
@@ -44,8 +46,8 @@ pub fn all() -> Vec<Box<dyn Step>> {
         Box::new(firewall::EgressRules),
         Box::new(forwarding::Forwarding),
         Box::new(nflog::NfLog),
-        Box::new(veth::Veth),
         Box::new(dns::DnsFiles),
+        Box::new(veth::Veth),
         Box::new(policy_dir::PolicyDir),
         Box::new(openclaw::OpenclawJson),
         Box::new(scripts::Scripts),

@@ -41,6 +41,11 @@ impl Step for Veth {
         true
     }
 
+    /// No link before the firewall's tables are in.
+    fn waits_for_background(&self) -> bool {
+        true
+    }
+
     fn inventory(&self, spec: &Spec, inv: &mut Inventory) {
         let n = &spec.net;
         let gone = format!(
