@@ -340,6 +340,41 @@ fn rerun_with_the_same_flags_changes_nothing() {
     before.assert_restored(&host.snapshot(), "--disable after two setups");
 }
 
+/// Turning `--no-host-networking` on after a run without it takes our
+/// table off the host (and nothing else); turning it off again puts it
+/// back. Each state re-runs unchanged.
+#[test]
+fn rerun_toggling_no_host_networking_converges() {
+    let Some(host) = FakeHost::new() else { return };
+    let before = host.snapshot();
+    let with = ["--policy", "strict", "--dns", DNS_A];
+    let without = ["--policy", "strict", "--dns", DNS_A, "--no-host-networking"];
+    let has_host_table = |h: &FakeHost| h.ruleset(Ns::Host).contains(&format!("table inet {TABLE}"));
+
+    host.setup_ok(&with);
+    assert!(has_host_table(&host));
+    let off = host.setup_ok(&without);
+    assert!(
+        off.stdout
+            .contains(&format!("deleted host table inet {TABLE} (--no-host-networking)")),
+        "{off}"
+    );
+    assert!(!has_host_table(&host), "{}", host.ruleset(Ns::Host));
+    assert!(host.ruleset(Ns::Sandbox).contains(&format!("table inet {TABLE}")));
+    assert!(host.setup_ok(&without).stdout.contains("nothing changed"));
+
+    let on = host.setup_ok(&with);
+    assert!(
+        on.stdout.contains(&format!("installed host table inet {TABLE}")),
+        "{on}"
+    );
+    assert!(has_host_table(&host));
+    assert!(host.setup_ok(&with).stdout.contains("nothing changed"));
+
+    host.disable_ok();
+    before.assert_restored(&host.snapshot(), "--disable after toggling --no-host-networking");
+}
+
 #[test]
 fn rerun_with_another_resolver_converges() {
     let Some(host) = FakeHost::new() else { return };
