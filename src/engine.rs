@@ -115,7 +115,13 @@ impl Recorder<'_> {
         let handle = std::thread::Builder::new()
             .name(self.id.into())
             .spawn(work)
-            .map_err(|e| Error::io("start a thread for step", self.id, e))?;
+            .map_err(|e| {
+                Error::host(
+                    format!("step {}", self.id),
+                    format!("cannot start a thread: {e}"),
+                    "the host is out of threads or memory; free some, then re-run",
+                )
+            })?;
         self.background = Some(handle);
         Ok(())
     }
