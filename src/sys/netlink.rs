@@ -112,25 +112,19 @@ impl Netlink {
 
     /// `None` if there is no link of that name.
     pub fn link(&self, name: &str) -> crate::Result<Option<Link>> {
-        let found = self
-            .rt
-            .block_on(async { self.handle.link().get().match_name(name).execute().try_next().await });
-        match found {
-            Ok(msg) => Ok(msg.map(to_link)),
-            Err(e) if errno(&e) == Some(Errno::ENODEV) => Ok(None),
-            Err(e) => Err(self.err("get link", name, &e)),
-        }
+        self.one_link(self.handle.link().get().match_name(name), name)
     }
 
     /// `None` if no link has that index (any more).
     pub fn link_by_index(&self, index: u32) -> crate::Result<Option<Link>> {
-        let found = self
-            .rt
-            .block_on(async { self.handle.link().get().match_index(index).execute().try_next().await });
-        match found {
+        self.one_link(self.handle.link().get().match_index(index), format!("#{index}"))
+    }
+
+    fn one_link(&self, req: rtnetlink::LinkGetRequest, what: impl Display) -> crate::Result<Option<Link>> {
+        match self.rt.block_on(async { req.execute().try_next().await }) {
             Ok(msg) => Ok(msg.map(to_link)),
             Err(e) if errno(&e) == Some(Errno::ENODEV) => Ok(None),
-            Err(e) => Err(self.err("get link", format!("#{index}"), &e)),
+            Err(e) => Err(self.err("get link", what, &e)),
         }
     }
 
