@@ -574,7 +574,7 @@ mod tests {
 
     /// Finishes in the background: `a` waits for `b` to have run, so the
     /// test hangs (and then fails) unless the engine went on meanwhile.
-    struct Background {
+    struct Overlapping {
         id: &'static str,
         go: std::sync::Mutex<Option<std::sync::mpsc::Receiver<()>>>,
         tell: Option<std::sync::mpsc::Sender<()>>,
@@ -584,7 +584,7 @@ mod tests {
         log: Rc<RefCell<Vec<String>>>,
     }
 
-    impl Step for Background {
+    impl Step for Overlapping {
         fn id(&self) -> &'static str {
             self.id
         }
@@ -628,7 +628,7 @@ mod tests {
         let (tx, rx) = std::sync::mpsc::channel();
         let finished = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let step = |id, go, tell, waits| {
-            Box::new(Background {
+            Box::new(Overlapping {
                 id,
                 go: std::sync::Mutex::new(go),
                 tell,
