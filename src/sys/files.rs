@@ -25,7 +25,7 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 /// rename). A full disk or a read-only filesystem is reported with its
 /// fix, and leaves the old file as it was.
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
-    write_file(path, bytes, mode, None, Sync::FileAndDir)
+    write_file(path, bytes, mode, None, Durability::FileAndDir)
 }
 
 /// As [`write_atomic`] for several files: each is on disk before it takes
@@ -34,7 +34,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
 pub fn write_atomic_all(files: &[(&Path, &[u8])], mode: u32) -> Result<()> {
     let mut dirs: Vec<&Path> = Vec::new();
     for (path, bytes) in files {
-        write_file(path, bytes, mode, None, Sync::File)?;
+        write_file(path, bytes, mode, None, Durability::File)?;
         let dir = path.parent().unwrap_or(Path::new("/"));
         if !dirs.contains(&dir) {
             dirs.push(dir);
@@ -46,7 +46,11 @@ pub fn write_atomic_all(files: &[(&Path, &[u8])], mode: u32) -> Result<()> {
 /// As [`write_atomic`]; with `durable` false the rename is atomic (a killed
 /// process never leaves half a file) but not yet on disk after a power cut.
 pub fn write_atomic_with(path: &Path, bytes: &[u8], mode: u32, durable: bool) -> Result<()> {
-    let sync = if durable { Sync::FileAndDir } else { Sync::Nothing };
+    let sync = if durable {
+        Durability::FileAndDir
+    } else {
+        Durability::Nothing
+    };
     write_file(path, bytes, mode, None, sync)
 }
 
@@ -54,19 +58,19 @@ pub fn write_atomic_with(path: &Path, bytes: &[u8], mode: u32, durable: bool) ->
 /// takes the name: a run killed at any point never leaves a file of the
 /// right content with the wrong owner.
 pub fn write_atomic_as(path: &Path, bytes: &[u8], mode: u32, owner: Option<(u32, u32)>) -> Result<()> {
-    write_file(path, bytes, mode, owner, Sync::FileAndDir)
+    write_file(path, bytes, mode, owner, Durability::FileAndDir)
 }
 
 /// What reaches the disk before `write_file` returns.
 #[derive(Clone, Copy, PartialEq)]
-enum Sync {
+enum Durability {
     Nothing,
     /// The content, before the rename; the caller syncs the directory.
     File,
     FileAndDir,
 }
 
-fn write_file(path: &Path, bytes: &[u8], mode: u32, owner: Option<(u32, u32)>, sync: Sync) -> Result<()> {
+fn write_file(path: &Path, bytes: &[u8], mode: u32, owner: Option<(u32, u32)>, sync: Durability) -> Result<()> {
     if fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
         return Err(Error::host(
             path.display().to_string(),
@@ -84,7 +88,7 @@ fn write_file(path: &Path, bytes: &[u8], mode: u32, owner: Option<(u32, u32)>, s
             }
             f.set_permissions(fs::Permissions::from_mode(mode))
                 .map_err(|e| io_error("chmod", at, e))?;
-            if sync != Sync::Nothing {
+            if sync != Durability::Nothing {
                 f.sync_all().map_err(|e| io_error("fsync", at, e))?;
             }
             Ok(())
@@ -129,7 +133,7 @@ fn write_file(path: &Path, bytes: &[u8], mode: u32, owner: Option<(u32, u32)>, s
             Err(e) => return Err(io_error("create a file in", dir, e)),
         }
         fs::rename(&tmp, path).map_err(|e| io_error("rename into place", path, e))?;
-        if sync == Sync::FileAndDir {
+        if sync == Durability::FileAndDir {
             sync_dir(dir)?;
         }
         Ok(())
