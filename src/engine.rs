@@ -88,6 +88,11 @@ impl Recorder<'_> {
         self.state.get(self.id).is_some()
     }
 
+    /// The sandbox's state directory: root's, out of the agent's reach.
+    pub fn state_dir(&self) -> std::path::PathBuf {
+        self.store.dir().to_path_buf()
+    }
+
     pub fn get<T: DeserializeOwned>(&self) -> Option<T> {
         let rec = self.state.get(self.id)?;
         serde_json::from_value(rec.data.clone()).ok()

@@ -73,6 +73,11 @@ pub struct Store {
 }
 
 impl Store {
+    /// The sandbox's state directory (root's, 0700).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     pub fn file(&self) -> PathBuf {
         self.dir.join("state.json")
     }

@@ -1,11 +1,11 @@
 //! Extras shipped in the binary (from `src/assets/`): the CodeGuard skill
-//! into `~sandbox/.claw/skills/codeguard/` and the DefenseClaw guardrail
-//! plugin into `~sandbox/.claw/extensions/defenseclaw/`. Edited files are
+//! into `~sandbox/.openclaw/skills/codeguard/` and the DefenseClaw guardrail
+//! plugin into `~sandbox/.openclaw/extensions/defenseclaw/`. Edited files are
 //! kept; `--disable` removes the unchanged ones and the directories we made.
 
 use std::path::PathBuf;
 
-use super::home::{self, SeededFiles};
+use super::home::SeededFiles;
 use crate::spec::Spec;
 
 pub struct Extras;
@@ -13,19 +13,19 @@ pub struct Extras;
 /// (path below the home, content).
 pub const FILES: &[(&str, &str)] = &[
     (
-        ".claw/skills/codeguard/SKILL.md",
+        ".openclaw/skills/codeguard/SKILL.md",
         include_str!("../assets/codeguard/SKILL.md"),
     ),
     (
-        ".claw/extensions/defenseclaw/openclaw.plugin.json",
+        ".openclaw/extensions/defenseclaw/openclaw.plugin.json",
         include_str!("../assets/defenseclaw-plugin/openclaw.plugin.json"),
     ),
     (
-        ".claw/extensions/defenseclaw/package.json",
+        ".openclaw/extensions/defenseclaw/package.json",
         include_str!("../assets/defenseclaw-plugin/package.json"),
     ),
     (
-        ".claw/extensions/defenseclaw/index.js",
+        ".openclaw/extensions/defenseclaw/index.js",
         include_str!("../assets/defenseclaw-plugin/index.js"),
     ),
 ];
@@ -35,8 +35,11 @@ impl SeededFiles for Extras {
     const INVERSE: &'static str = "removed if unchanged";
 
     fn files(spec: &Spec) -> Vec<(PathBuf, String, u32)> {
-        let h = home::dir(spec);
-        FILES.iter().map(|(p, t)| (h.join(p), t.to_string(), 0o640)).collect()
+        let _ = spec;
+        FILES
+            .iter()
+            .map(|(p, t)| (PathBuf::from(p), t.to_string(), 0o640))
+            .collect()
     }
 }
 

@@ -14,10 +14,11 @@
 //! | dns           | /etc/netns/<name>0/{resolv,nsswitch}.conf | remove (if unedited)        |
 //! | veth          | <name>0 <-> eth0 (in netns), addrs, route | host end down; the pair goes with the netns |
 //! | policy        | ~/.defenseclaw/policy/ (Rego, rule packs, manifest) | kept (edits never overwritten) |
-//! | openclaw      | guardrail + gateway.port in openclaw.json, .bak | original back (or our keys out) |
+//! | openclaw      | gateway mode/port/bind/auth + guardrail wiring in openclaw.json, .bak | original back from root's copy (or our keys out) |
 //! | scripts       | ~/run-sandbox.sh, ~/pair.sh               | remove (if unedited)        |
-//! | pairing       | ~/.defenseclaw/device.key, paired-devices.json, ~/.env | kept            |
-//! | extras        | ~/.claw/skills/codeguard, ~/.claw/extensions/defenseclaw | remove (if unedited) |
+//! | sidecar       | the sidecar's config.yaml + .env (token)  | originals back (if unedited) |
+//! | pairing       | sidecar device.key; its entry in ~/.openclaw/devices/paired.json; ~/.defenseclaw/.host-ip | our entry out; key kept |
+//! | extras        | ~/.openclaw/skills/codeguard, ~/.openclaw/extensions/defenseclaw | remove (if unedited) |
 //! | units         | sandbox-net@, defenseclaw-gateway@, openshell-<name>, defenseclaw-<name>.target; enabled + started over D-Bus | stop, disable, remove (if unedited), reload |
 
 mod dns;
@@ -31,6 +32,8 @@ mod openclaw;
 mod pairing;
 mod policy_dir;
 mod scripts;
+mod sidecar;
+mod sidecar_data;
 pub mod units;
 mod user;
 mod veth;
@@ -51,6 +54,7 @@ pub fn all() -> Vec<Box<dyn Step>> {
         Box::new(policy_dir::PolicyDir),
         Box::new(openclaw::OpenclawJson),
         Box::new(scripts::Scripts),
+        Box::new(sidecar::Sidecar),
         Box::new(pairing::Pairing),
         Box::new(extras::Extras),
         Box::new(units::Units),

@@ -1,32 +1,41 @@
-//! `~sandbox/.openclaw/openclaw.json`: OpenClaw's gateway port
-//! (`gateway.port`, from `--openclaw-port`) and, unless `--no-guardrail`, a
-//! `guardrail` section pointing at the sidecar on the host IP.
+//! `~sandbox/.openclaw/openclaw.json`, patched in OpenClaw's real schema
+//! (a strict root: no key OpenClaw does not know is ever added):
+//! `gateway.mode: local`, `gateway.port` (`--openclaw-port`), `gateway.bind:
+//! custom` with `customBindHost` the sandbox IP (so the sidecar on the host
+//! reaches it; OpenClaw refuses a non-loopback bind without auth), and
+//! `gateway.auth` (`mode: token`, the token already there, else a random
+//! one). Unless `--no-guardrail`, the guardrail is wired the way DefenseClaw
+//! does it: the `defenseclaw` model provider, where one exists, gets its
+//! `baseUrl` pointed at the proxy on the host IP, and the plugin is enabled
+//! (`plugins.entries.defenseclaw`, and `plugins.allow` where a list exists).
 //!
-//! Before the first patch the original is copied to `openclaw.json.bak`
-//! (same owner and mode), which later runs never overwrite. Writes are
-//! atomic and keep the file's owner and mode. Refused, with nothing
-//! written: a symlink, a file owned by anyone but root or the sandbox user,
-//! malformed JSON, a missing file or one without `master_key` (OpenClaw
-//! never ran as the sandbox user).
+//! The file is read as JSON5 (OpenClaw's format) through the home-access
+//! layer and written back as JSON with the operator's keys in their order
+//! (comments do not survive: OpenClaw's own writes drop them too). The
+//! original is kept root-owned under the state directory; a copy goes to
+//! `openclaw.json.bak` for operators (OpenClaw keeps a `.bak` of its own
+//! there too, so a changed `.bak` is not an error). Refused, with nothing
+//! written: no file (OpenClaw never set up: the fix is `openclaw setup
+//! --baseline` as the sandbox user), a link, FIFO or other non-file, a file
+//! the sandbox user does not own, malformed JSON5.
 //!
-//! `--disable`: if the file is still exactly what setup wrote, the original
-//! comes back byte for byte from the `.bak`, and the `.bak` (now identical)
-//! is removed. If it was edited since, only our keys are taken out (each
-//! gets back the value it had before setup) and the `.bak` is kept.
+//! `--disable`: if the file is still what setup wrote, the original comes
+//! back byte for byte from root's copy (never from the home). If it was
+//! edited since, only our keys are taken out, each given back its old value.
 
-use std::fs;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
-use super::home;
+use super::home::{self, HomeRef};
 use crate::engine::{data, Recorder, Step, Undo};
 use crate::error::{Error, Result};
 use crate::inventory::Inventory;
+use crate::originals;
 use crate::spec::Spec;
-use crate::sys::{files, owner, users};
+use crate::sys::agent_home::{AgentHome, CONFIG_CAP};
+use crate::sys::{files, users};
 
 pub struct OpenclawJson;
 
@@ -38,83 +47,128 @@ pub struct Owned {
     pub previous: Option<Value>,
     /// We made the key's parent object (removed again when empty).
     pub made_parent: bool,
+    /// An object we made to hold our keys: taken out only while empty.
+    #[serde(default)]
+    pub container: bool,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct Record {
-    path: PathBuf,
-    bak: PathBuf,
-    /// The `.bak` was written by us (else it was there already).
-    bak_ours: bool,
+    at: HomeRef,
+    /// SHA-256 of the original, kept under the state directory.
     original_sha256: String,
     written_sha256: String,
+    /// SHA-256 of the `.bak` we wrote (None: we wrote none).
+    #[serde(default)]
+    bak_sha256: Option<String>,
+    /// The token we generated (the file had none): reused by re-runs.
+    #[serde(default)]
+    token: Option<String>,
     /// The operator edited the file between two runs: what we wrote since
     /// holds their edits, so `--disable` takes our keys out instead of
-    /// bringing back the `.bak`.
+    /// bringing back the original.
     #[serde(default)]
     operator_edited: bool,
     owned: Vec<Owned>,
 }
 
+/// The file, relative to the home.
+pub const REL: &str = ".openclaw/openclaw.json";
+const BAK_REL: &str = ".openclaw/openclaw.json.bak";
+
 pub fn path(spec: &Spec) -> PathBuf {
-    home::dir(spec).join(".openclaw/openclaw.json")
+    home::dir(spec).join(REL)
 }
 
-fn bak_of(p: &Path) -> PathBuf {
-    p.with_file_name("openclaw.json.bak")
-}
-
-/// Parse, naming line and column of a syntax error.
+/// Parse JSON5 (OpenClaw's format), naming line and column of an error.
 pub fn parse(p: &Path, bytes: &[u8]) -> Result<Value> {
-    serde_json::from_slice(bytes).map_err(|e| {
+    let text = std::str::from_utf8(bytes).map_err(|e| {
         Error::host(
             p.display().to_string(),
-            format!("malformed JSON at line {}, column {}: {e}", e.line(), e.column()),
-            format!(
-                "fix the file (the original from before setup is in {}, if it exists), then re-run",
-                bak_of(p).display()
-            ),
+            format!("is not UTF-8 text ({e})"),
+            "fix the file (or move it away and run `openclaw setup --baseline` as the sandbox user), then re-run",
         )
-    })
-}
-
-pub fn has_master_key(v: &Value) -> bool {
-    match v {
-        Value::Object(m) => m.contains_key("master_key") || m.values().any(has_master_key),
-        Value::Array(a) => a.iter().any(has_master_key),
-        _ => false,
+    })?;
+    let v: Value = json5::from_str(text).map_err(|e| {
+        Error::host(
+            p.display().to_string(),
+            format!("malformed JSON5: {e}"),
+            "fix the file (`openclaw config validate` as the sandbox user shows where), then re-run",
+        )
+    })?;
+    if !v.is_object() {
+        return Err(Error::host(
+            p.display().to_string(),
+            "is not a JSON object",
+            "move it away and run `openclaw setup --baseline` as the sandbox user, then re-run",
+        ));
     }
+    Ok(v)
 }
 
-pub fn master_key_missing(p: &Path, spec: &Spec) -> Error {
+pub fn not_set_up(p: &Path, spec: &Spec) -> Error {
     Error::host(
         p.display().to_string(),
-        "master_key not found: OpenClaw never ran as the sandbox user",
+        "does not exist: OpenClaw was never set up for the sandbox user",
         format!(
-            "run `sudo -u {} openclaw --version` to materialize defaults, then re-run",
+            "run `sudo -u {} -H openclaw setup --baseline` (it writes the config), then re-run",
             spec.name
         ),
     )
 }
 
-/// Our keys and their values for this spec.
-pub fn our_keys(spec: &Spec) -> Vec<(Vec<String>, Value)> {
-    let ip = spec.net.host_ip;
-    let side = spec.policy.sidecar;
-    let mut v = vec![(
-        vec!["gateway".to_string(), "port".to_string()],
-        json!(spec.openclaw_port),
-    )];
+/// A token OpenClaw may hold and the sidecar's `.env` may carry: printable,
+/// no quotes, spaces or newlines (a value the agent chose must not become
+/// another line of the sidecar's environment).
+pub fn valid_token(t: &str) -> bool {
+    (16..=512).contains(&t.len()) && t.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~+/=:".contains(&b))
+}
+
+/// The gateway token a config holds (`gateway.auth.token`), if usable.
+pub fn token_in(doc: &Value) -> Option<&str> {
+    doc.pointer("/gateway/auth/token")
+        .and_then(Value::as_str)
+        .filter(|t| valid_token(t))
+}
+
+/// Our keys and their values for this spec, given the config as it is
+/// without them (`base`) and the token to use.
+pub fn our_keys(spec: &Spec, base: &Value, token: &str) -> Vec<(Vec<String>, Value)> {
+    let k = |p: &[&str]| p.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let mut v = vec![
+        (k(&["gateway", "mode"]), json!("local")),
+        (k(&["gateway", "port"]), json!(spec.openclaw_port)),
+        (k(&["gateway", "bind"]), json!("custom")),
+        (
+            k(&["gateway", "customBindHost"]),
+            json!(spec.net.sandbox_ip.to_string()),
+        ),
+        (k(&["gateway", "auth", "mode"]), json!("token")),
+        (k(&["gateway", "auth", "token"]), json!(token)),
+    ];
     if spec.guardrail {
+        let proxy = format!("http://{}:{}", spec.net.host_ip, spec.policy.sidecar.guardrail_port.0);
+        if base
+            .pointer("/models/providers/defenseclaw")
+            .is_some_and(Value::is_object)
+        {
+            v.push((k(&["models", "providers", "defenseclaw", "baseUrl"]), json!(proxy)));
+        }
+        v.push((k(&["plugins", "entries", "defenseclaw", "enabled"]), json!(true)));
         v.push((
-            vec!["guardrail".to_string()],
+            k(&["plugins", "entries", "defenseclaw", "config"]),
             json!({
-                "enabled": true,
-                "url": format!("http://{ip}:{}", side.guardrail_port.0),
-                "gateway": {"url": format!("http://{ip}:{}", side.gateway_port.0)},
-                "managed_by": format!("sandbox setup --name {}", spec.name),
+                "gatewayUrl": format!("http://{}:{}", spec.net.host_ip, spec.policy.sidecar.gateway_port.0),
+                "failClosed": true,
             }),
         ));
+        if let Some(allow) = base.pointer("/plugins/allow").and_then(Value::as_array) {
+            if !allow.iter().any(|a| a == "defenseclaw") {
+                let mut list = allow.clone();
+                list.push(json!("defenseclaw"));
+                v.push((k(&["plugins", "allow"]), Value::Array(list)));
+            }
+        }
     }
     v
 }
@@ -149,8 +203,17 @@ pub fn patch(doc: &Value, keys: &[(Vec<String>, Value)]) -> (Value, Vec<Owned>) 
                     key: parents[..=i].to_vec(),
                     previous: Some(old),
                     made_parent: false,
+                    container: false,
                 }),
-                None => made_parent = true,
+                None => {
+                    made_parent = true;
+                    owned.push(Owned {
+                        key: parents[..=i].to_vec(),
+                        previous: None,
+                        made_parent: false,
+                        container: true,
+                    });
+                }
             }
         }
         let Some(obj) = obj_at(&mut doc, parents) else { continue };
@@ -159,6 +222,7 @@ pub fn patch(doc: &Value, keys: &[(Vec<String>, Value)]) -> (Value, Vec<Owned>) 
             key: key.clone(),
             previous,
             made_parent,
+            container: false,
         });
     }
     (doc, owned)
@@ -172,6 +236,12 @@ pub fn unpatch(doc: &Value, owned: &[Owned]) -> Value {
             continue;
         };
         let Some(obj) = obj_at(&mut doc, parents) else { continue };
+        if o.container {
+            if obj.get(last).and_then(Value::as_object).is_some_and(Map::is_empty) {
+                obj.shift_remove(last);
+            }
+            continue;
+        }
         match &o.previous {
             Some(v) => {
                 obj.insert(last.clone(), v.clone());
@@ -203,53 +273,44 @@ pub fn render(v: &Value) -> String {
     s
 }
 
-/// Read the file if it is one we may patch: a regular file (not a link)
-/// owned by root or the sandbox user.
-fn read_checked(p: &Path, spec: &Spec, uid: u32) -> Result<(Vec<u8>, fs::Metadata)> {
-    let m = match fs::symlink_metadata(p) {
-        Ok(m) => m,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(master_key_missing(p, spec)),
-        Err(e) => return Err(Error::io("stat", p, e)),
-    };
-    if m.file_type().is_symlink() {
-        return Err(owner::symlink_refused(p));
-    }
-    if !m.is_file() {
-        return Err(Error::host(
-            p.display().to_string(),
-            "is not a regular file",
-            "move it away, run OpenClaw once as the sandbox user, then re-run",
-        ));
-    }
-    if m.uid() != 0 && m.uid() != uid {
-        return Err(Error::host(
-            p.display().to_string(),
-            format!(
-                "owned by uid {}, neither root nor {} (uid {uid}); refusing to write a file another user controls",
-                m.uid(),
-                spec.name
-            ),
-            format!(
-                "check who made it; if it is the sandbox's, `chown {}: {}`, then re-run",
-                spec.name,
-                p.display()
-            ),
-        ));
-    }
-    let bytes = fs::read(p).map_err(|e| Error::io("read", p, e))?;
-    Ok((bytes, m))
+/// The config as OpenClaw left it, read through the home-access layer.
+fn read(h: &AgentHome, spec: &Spec) -> Result<(crate::sys::agent_home::FileRead, Value)> {
+    let p = path(spec);
+    let f = h
+        .read(Path::new(REL), CONFIG_CAP)?
+        .ok_or_else(|| not_set_up(&p, spec))?;
+    let doc = parse(&p, &f.bytes)?;
+    Ok((f, doc))
 }
 
-/// The file as OpenClaw left it, if we may patch it: ours to write, valid
-/// JSON, and holding the defaults of a first run (`master_key`).
-fn materialized(spec: &Spec, uid: u32) -> Result<(Vec<u8>, fs::Metadata, Value)> {
-    let p = path(spec);
-    let (bytes, meta) = read_checked(&p, spec, uid)?;
-    let doc = parse(&p, &bytes)?;
-    if !has_master_key(&doc) {
-        return Err(master_key_missing(&p, spec));
+/// The token to use: the one in the config (without our keys), else the
+/// one we generated earlier, else a new one.
+fn token_for(base: &Value, r: &mut Record) -> Result<String> {
+    if let Some(t) = token_in(base) {
+        r.token = None;
+        return Ok(t.to_string());
     }
-    Ok((bytes, meta, doc))
+    if let Some(t) = r.token.clone().filter(|t| valid_token(t)) {
+        return Ok(t);
+    }
+    let t = super::pairing::random_hex32()?;
+    r.token = Some(t.clone());
+    Ok(t)
+}
+
+/// The gateway token the sandbox's OpenClaw uses, for the sidecar's
+/// `.env` (read through the home-access layer; checked, since the agent
+/// can write the file).
+pub fn gateway_token(spec: &Spec) -> Result<String> {
+    let h = home::open(spec)?;
+    let (_, doc) = read(&h, spec)?;
+    token_in(&doc).map(str::to_string).ok_or_else(|| {
+        Error::host(
+            path(spec).display().to_string(),
+            "holds no usable gateway.auth.token (16-512 printable characters, no spaces or quotes)",
+            "re-run `sandbox setup`: the openclaw step writes one",
+        )
+    })
 }
 
 impl Step for OpenclawJson {
@@ -259,49 +320,51 @@ impl Step for OpenclawJson {
 
     fn inventory(&self, spec: &Spec, inv: &mut Inventory) {
         let p = path(spec);
-        let keys: Vec<String> = our_keys(spec).into_iter().map(|(k, _)| k.join(".")).collect();
         inv.file_generated(
             self.id(),
             &p,
             &spec.name,
             None,
-            &format!("patched at apply: sets {}; owner and mode kept", keys.join(", ")),
-            "original restored byte for byte from the .bak if unedited; else only our keys removed",
+            "patched at apply: gateway.mode/port/bind/customBindHost/auth; with the guardrail, \
+             plugins.entries.defenseclaw and the defenseclaw provider's baseUrl; owner and mode kept",
+            "original restored byte for byte from root's copy if unedited; else only our keys removed",
         );
         inv.file_generated(
             self.id(),
-            &bak_of(&p),
+            &home::dir(spec).join(BAK_REL),
             &spec.name,
             None,
-            "copy of the original, written once before the first patch",
-            "removed once the original is restored",
+            "copy of the original, for operators, written at the first patch",
+            "removed if unchanged",
         );
     }
 
     fn plan(&self, spec: &Spec, rec: Option<&Value>) -> Result<Vec<String>> {
         let p = path(spec);
-        let uid = home::owner(spec).map(|o| o.uid).unwrap_or(0);
-        let (bytes, _) = read_checked(&p, spec, uid)?;
-        let doc = parse(&p, &bytes)?;
-        if !has_master_key(&doc) {
-            return Err(master_key_missing(&p, spec));
-        }
-        let r = rec
+        let h = home::open(spec).map_err(|_| not_set_up(&p, spec))?;
+        let (f, doc) = read(&h, spec)?;
+        let mut r = rec
             .and_then(|v| serde_json::from_value::<Record>(v.clone()).ok())
             .unwrap_or_default();
-        let (new, _) = patch(&unpatch(&doc, &r.owned), &our_keys(spec));
-        if render(&new).as_bytes() == bytes.as_slice() {
+        let base = unpatch(&doc, &r.owned);
+        let token = match token_in(&base) {
+            Some(t) => t.to_string(),
+            None => r.token.take().unwrap_or_else(|| "<generated>".into()),
+        };
+        let keys = our_keys(spec, &base, &token);
+        let (new, _) = patch(&base, &keys);
+        if render(&new).as_bytes() == f.bytes.as_slice() {
             return Ok(vec![]);
         }
-        let keys: Vec<String> = our_keys(spec).iter().map(|(k, _)| k.join(".")).collect();
-        Ok(vec![format!("set {} in {}", keys.join(", "), p.display())])
+        let names: Vec<String> = keys.iter().map(|(k, _)| k.join(".")).collect();
+        Ok(vec![format!("set {} in {}", names.join(", "), p.display())])
     }
 
     /// Only once the user exists: before that, the first setup must be
     /// let through to create it (README, "The first run").
     fn preflight(&self, spec: &Spec) -> Vec<Error> {
         match users::user(&spec.root, &spec.name) {
-            Ok(Some(_)) => match home::owner(spec).and_then(|who| materialized(spec, who.uid)) {
+            Ok(Some(_)) => match home::open(spec).and_then(|h| read(&h, spec)) {
                 Ok(_) => vec![],
                 Err(e) => vec![e],
             },
@@ -311,127 +374,96 @@ impl Step for OpenclawJson {
     }
 
     fn apply(&self, spec: &Spec, rec: &mut Recorder<'_>) -> Result<Vec<String>> {
-        let who = home::owner(spec)?;
+        let h = home::open(spec)?;
         let p = path(spec);
-        let bak = bak_of(&p);
-        let (bytes, meta, doc) = materialized(spec, who.uid)?;
+        let (f, doc) = read(&h, spec)?;
         let mut r = rec.get::<Record>().unwrap_or_default();
         let first = r.original_sha256.is_empty();
-        // A run killed between recording the backup and writing it: the
-        // file is still the original, so the backup is written now.
-        let bak_pending = !first && r.bak_ours && !bak.exists() && files::sha256_hex(&bytes) == r.original_sha256;
-        let (new, owned) = patch(&unpatch(&doc, &r.owned), &our_keys(spec));
+        let base = unpatch(&doc, &r.owned);
+        let token = token_for(&base, &mut r)?;
+        let (new, owned) = patch(&base, &our_keys(spec, &base, &token));
         let text = render(&new);
-        if text.as_bytes() == bytes.as_slice() {
+        if text.as_bytes() == f.bytes.as_slice() {
+            if r.token.is_some() && !rec.has_record() {
+                rec.put(&r)?;
+            }
             return Ok(vec![]);
         }
         let mut out = Vec::new();
-        if first || bak_pending {
-            r.path = p.clone();
-            r.bak = bak.clone();
-            r.original_sha256 = files::sha256_hex(&bytes);
-            if owner::is_symlink(&bak) {
-                return Err(owner::symlink_refused(&bak));
-            }
-            if bak.exists() {
-                out.push(format!(
-                    "kept {}: it was there already, never overwritten",
-                    bak.display()
-                ));
-            } else {
-                r.bak_ours = true;
-                rec.put(&r)?;
-                let mode = meta.mode() & 0o7777;
-                owner::write(
-                    &bak,
-                    &bytes,
-                    mode,
-                    owner::Owner {
-                        uid: meta.uid(),
-                        gid: meta.gid(),
-                    },
-                )?;
-                out.push(format!("saved the original as {}", bak.display()));
-            }
-        }
-        let current = files::sha256_hex(&bytes);
-        if !first && current != r.written_sha256 && current != r.original_sha256 {
+        if first {
+            r.at = HomeRef::of(spec, rec)?;
+            // Root's copy first: it is what --disable restores.
+            r.original_sha256 = originals::keep(&r.at.state_dir, &f.bytes)?;
+            r.bak_sha256 = Some(f.sha256.clone());
+            rec.put(&r)?;
+            h.write(Path::new(BAK_REL), &f.bytes, f.mode)?;
+            out.push(format!(
+                "kept the original (root's copy under {}; a copy for you in {})",
+                r.at.state_dir.display(),
+                h.show(Path::new(BAK_REL))
+            ));
+        } else if f.sha256 != r.written_sha256 && f.sha256 != r.original_sha256 {
             r.operator_edited = true;
             out.push(format!("{} was edited since setup wrote it: edits kept", p.display()));
         }
         r.owned = owned;
         r.written_sha256 = files::sha256_hex(text.as_bytes());
         rec.put(&r)?;
-        owner::rewrite_keeping_owner(&p, text.as_bytes())?;
+        h.write(Path::new(REL), text.as_bytes(), f.mode)?;
         let keys: Vec<String> = r.owned.iter().map(|o| o.key.join(".")).collect();
         out.push(format!("set {} in {}", keys.join(", "), p.display()));
+        if r.token.is_some() {
+            out.push("generated a gateway token (gateway.auth.token; the sidecar gets the same)".into());
+        }
         if !spec.guardrail {
-            out.push("no guardrail section (--no-guardrail)".into());
+            out.push("no guardrail wiring (--no-guardrail)".into());
         }
         Ok(out)
     }
 
-    fn revert(&self, _undo: &Undo, v: &Value) -> Result<Vec<String>> {
+    fn revert(&self, undo: &Undo, v: &Value) -> Result<Vec<String>> {
         let r: Record = data(self.id(), v)?;
-        let p = &r.path;
+        if r.original_sha256.is_empty() {
+            return Ok(vec![]);
+        }
+        let state_dir = originals::confined(&undo.root, &r.at.state_dir)?;
+        let h = r.at.open()?;
+        let shown = h.show(Path::new(REL));
         let mut out = Vec::new();
-        // What a run killed in the middle of a write may have left.
-        files::remove_temp(p)?;
-        files::remove_temp(&r.bak)?;
-        if owner::is_symlink(p) {
-            out.push(format!("left {} alone: it is a symbolic link now", p.display()));
-            return Ok(out);
-        }
-        let current = files::hash_of(p)?;
-        let bak_sha = if owner::is_symlink(&r.bak) {
-            None
-        } else {
-            files::hash_of(&r.bak)?
-        };
-        let bak_is_original = bak_sha.as_deref() == Some(r.original_sha256.as_str());
-        match current {
-            None => out.push(format!("{} is gone; nothing to restore", p.display())),
-            Some(h) if h == r.original_sha256 => {}
-            Some(h) if h == r.written_sha256 && bak_is_original && !r.operator_edited => {
-                let original = fs::read(&r.bak).map_err(|e| Error::io("read", &r.bak, e))?;
-                owner::rewrite_keeping_owner(p, &original)?;
-                out.push(format!(
-                    "restored {} from {} byte for byte",
-                    p.display(),
-                    r.bak.display()
-                ));
+        h.remove_temp(Path::new(REL));
+        match h.read(Path::new(REL), CONFIG_CAP) {
+            Ok(None) => out.push(format!("{shown} is gone; nothing to restore")),
+            Ok(Some(f)) if f.sha256 == r.original_sha256 => {}
+            Ok(Some(f)) if f.sha256 == r.written_sha256 && !r.operator_edited => {
+                let original = originals::load(&state_dir, &r.original_sha256)?;
+                h.write(Path::new(REL), &original, f.mode)?;
+                out.push(format!("restored {shown} byte for byte from root's copy"));
             }
-            Some(h) => {
-                let why = if h == r.written_sha256 && !r.operator_edited {
-                    format!(
-                        "{} is missing or changed, so our keys were taken out instead",
-                        r.bak.display()
-                    )
-                } else {
-                    "edited since setup: only our keys were taken out, the edits kept".to_string()
-                };
-                let bytes = fs::read(p).map_err(|e| Error::io("read", p, e))?;
-                match serde_json::from_slice::<Value>(&bytes) {
-                    Ok(doc) => {
-                        let text = render(&unpatch(&doc, &r.owned));
-                        owner::rewrite_keeping_owner(p, text.as_bytes())?;
-                        out.push(format!("{}: {why}", p.display()));
-                    }
-                    Err(e) => out.push(format!(
-                        "left {} alone: not valid JSON now ({e}); take out {} by hand",
-                        p.display(),
-                        r.owned.iter().map(|o| o.key.join(".")).collect::<Vec<_>>().join(", ")
-                    )),
+            Ok(Some(f)) => match parse(Path::new(&shown), &f.bytes) {
+                Ok(doc) => {
+                    h.write(Path::new(REL), render(&unpatch(&doc, &r.owned)).as_bytes(), f.mode)?;
+                    out.push(format!(
+                        "{shown}: edited since setup: only our keys were taken out, the edits kept"
+                    ));
                 }
+                Err(e) => out.push(format!(
+                    "left {shown} alone: {e}; take out {} by hand",
+                    r.owned.iter().map(|o| o.key.join(".")).collect::<Vec<_>>().join(", ")
+                )),
+            },
+            Err(e) => out.push(format!("left {shown} alone: {e}")),
+        }
+        if let Some(bak) = &r.bak_sha256 {
+            match h.remove_if(Path::new(BAK_REL), bak)? {
+                crate::sys::agent_home::Removal::Removed => out.push(format!("removed {}", h.show(Path::new(BAK_REL)))),
+                crate::sys::agent_home::Removal::Absent => {}
+                crate::sys::agent_home::Removal::Kept(_) => out.push(format!(
+                    "kept {}: changed since setup (OpenClaw keeps its own .bak there)",
+                    h.show(Path::new(BAK_REL))
+                )),
             }
         }
-        // The .bak goes only when it is ours and the file holds it again.
-        if r.bak_ours && bak_is_original && files::hash_of(p)?.as_deref() == Some(r.original_sha256.as_str()) {
-            fs::remove_file(&r.bak).map_err(|e| Error::io("remove", &r.bak, e))?;
-            out.push(format!("removed {} (identical to the restored file)", r.bak.display()));
-        } else if bak_sha.is_some() {
-            out.push(format!("kept {} (the original from before setup)", r.bak.display()));
-        }
+        originals::forget(&state_dir, &r.original_sha256)?;
         Ok(out)
     }
 }
@@ -444,62 +476,91 @@ mod tests {
         crate::testutil::spec(extra)
     }
 
-    const ORIGINAL: &str = r#"{"master_key": "k", "gateway": {"mode": "local", "port": 1}, "agents": {"x": 1}}"#;
+    /// What `openclaw setup --baseline` writes (2026.9.6), abridged.
+    const BASELINE: &str = r#"{
+  "meta": {"lastTouchedVersion": "2026.9.6"},
+  "agents": {"defaults": {"workspace": "/home/sandbox/.openclaw/workspace"}},
+  "gateway": {"mode": "local"}
+}"#;
+
+    fn patched(original: &str, extra: &[&str]) -> (Value, Value, Vec<Owned>) {
+        let s = spec(extra);
+        let doc = parse(Path::new("openclaw.json"), original.as_bytes()).expect("parse");
+        let token = token_in(&doc).unwrap_or("0123456789abcdef0123456789abcdef").to_string();
+        let (new, owned) = patch(&doc, &our_keys(&s, &doc, &token));
+        (doc, new, owned)
+    }
 
     #[test]
-    fn patch_adds_guardrail_and_port_and_unpatch_gives_back_the_original() {
-        let s = spec(&["--openclaw-port", "18800"]);
-        let doc: Value = serde_json::from_str(ORIGINAL).expect("json");
-        let (new, owned) = patch(&doc, &our_keys(&s));
-        assert_eq!(new["gateway"]["port"], 18800);
+    fn gateway_is_bound_on_the_sandbox_ip_with_token_auth_and_unpatch_restores() {
+        let (doc, new, owned) = patched(BASELINE, &["--openclaw-port", "18800"]);
         assert_eq!(new["gateway"]["mode"], "local");
-        assert_eq!(new["guardrail"]["url"], "http://10.200.0.1:4000");
-        assert_eq!(new["guardrail"]["gateway"]["url"], "http://10.200.0.1:18970");
+        assert_eq!(new["gateway"]["port"], 18800);
+        assert_eq!(new["gateway"]["bind"], "custom");
+        assert_eq!(new["gateway"]["customBindHost"], "10.200.0.2");
+        assert_eq!(new["gateway"]["auth"]["mode"], "token");
+        assert_eq!(new["plugins"]["entries"]["defenseclaw"]["enabled"], true);
+        assert!(
+            new.get("guardrail").is_none(),
+            "OpenClaw's root schema has no guardrail key"
+        );
+        assert!(
+            new.get("plugins").and_then(|p| p.get("allow")).is_none(),
+            "no allow list is made"
+        );
         assert_eq!(unpatch(&new, &owned), doc);
-        // Key order is kept: the operator's keys stay where they were.
         let keys: Vec<&String> = new.as_object().expect("obj").keys().collect();
-        assert_eq!(keys, ["master_key", "gateway", "agents", "guardrail"]);
+        assert_eq!(
+            keys,
+            ["meta", "agents", "gateway", "plugins"],
+            "the operator's order is kept"
+        );
     }
 
     #[test]
-    fn unpatch_keeps_operator_edits() {
-        let s = spec(&[]);
-        let doc: Value = serde_json::from_str(r#"{"master_key": "k"}"#).expect("json");
-        let (mut new, owned) = patch(&doc, &our_keys(&s));
-        new["agents"] = json!({"added": "by operator"});
-        let back = unpatch(&new, &owned);
-        assert_eq!(back, json!({"master_key": "k", "agents": {"added": "by operator"}}));
+    fn json5_comments_existing_token_provider_and_foreign_plugins() {
+        let original = r#"{
+  // written by hand
+  gateway: {mode: 'local', auth: {mode: 'token', token: 'existing-token-1234567890'}},
+  models: {providers: {defenseclaw: {baseUrl: 'http://127.0.0.1:4000', api: 'openai-completions'}, other: {baseUrl: 'https://x'}}},
+  plugins: {allow: ['telegram'], entries: {telegram: {enabled: true}}},
+}"#;
+        let (doc, new, owned) = patched(original, &[]);
+        assert_eq!(
+            new["gateway"]["auth"]["token"], "existing-token-1234567890",
+            "an existing token is reused"
+        );
+        assert_eq!(
+            new["models"]["providers"]["defenseclaw"]["baseUrl"],
+            "http://10.200.0.1:4000"
+        );
+        assert_eq!(new["models"]["providers"]["other"]["baseUrl"], "https://x");
+        assert_eq!(new["plugins"]["allow"], json!(["telegram", "defenseclaw"]));
+        assert_eq!(new["plugins"]["entries"]["telegram"]["enabled"], true);
+        assert_eq!(unpatch(&new, &owned), doc);
     }
 
     #[test]
-    fn no_guardrail_leaves_the_section_out_and_converges() {
-        let doc: Value = serde_json::from_str(ORIGINAL).expect("json");
-        let (with, owned) = patch(&doc, &our_keys(&spec(&[])));
-        let (without, _) = patch(&unpatch(&with, &owned), &our_keys(&spec(&["--no-guardrail"])));
-        assert!(without.get("guardrail").is_none());
+    fn no_guardrail_wires_nothing_and_converges() {
+        let (_, with, owned) = patched(BASELINE, &[]);
+        let base = unpatch(&with, &owned);
+        let s = spec(&["--no-guardrail"]);
+        let (without, _) = patch(&base, &our_keys(&s, &base, "0123456789abcdef0123456789abcdef"));
+        assert!(without.get("plugins").is_none());
         assert_eq!(without["gateway"]["port"], 18789);
     }
 
     #[test]
-    fn malformed_json_names_line_and_column() {
-        let e = parse(Path::new("/h/openclaw.json"), b"{\n  \"a\": 1,\n  oops\n}").expect_err("bad");
-        let msg = e.to_string();
-        assert!(msg.contains("line 3, column 3"), "{msg}");
+    fn bad_files_and_tokens_are_refused() {
+        let e = parse(Path::new("/h/openclaw.json"), b"{\n  a: 1,\n  oops\n}").expect_err("bad");
+        assert!(e.to_string().contains("malformed JSON5"), "{e}");
         assert_eq!(e.exit_code(), 3);
-    }
-
-    #[test]
-    fn master_key_is_found_anywhere_and_its_absence_explained() {
-        assert!(has_master_key(&json!({"auth": {"master_key": "x"}})));
-        assert!(!has_master_key(&json!({"auth": {}})));
-        let msg = master_key_missing(Path::new("/home/sandbox/.openclaw/openclaw.json"), &spec(&[])).to_string();
-        assert!(
-            msg.contains("openclaw.json: master_key not found: OpenClaw never ran as the sandbox user"),
-            "{msg}"
-        );
-        assert!(
-            msg.contains("run `sudo -u sandbox openclaw --version` to materialize defaults, then re-run"),
-            "{msg}"
-        );
+        assert!(parse(Path::new("x"), b"[1]").is_err());
+        assert!(!valid_token("short"));
+        assert!(!valid_token("has a space in it, and is long enough"));
+        assert!(!valid_token("line\nOTHER=injected-into-the-env-file"));
+        assert!(valid_token("0123456789abcdef0123456789abcdef"));
+        let msg = not_set_up(Path::new("/home/sandbox/.openclaw/openclaw.json"), &spec(&[])).to_string();
+        assert!(msg.contains("sudo -u sandbox -H openclaw setup --baseline"), "{msg}");
     }
 }

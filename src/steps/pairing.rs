@@ -1,38 +1,50 @@
-//! Device pre-pairing (skipped by `--no-auto-pair`):
-//! `~sandbox/.defenseclaw/device.key`, an Ed25519 private key (PKCS#8
-//! PEM, 0600, owned by the sandbox user); its public key in `device.pub`
-//! and registered in `~sandbox/.defenseclaw/paired-devices.json`, where the
-//! sidecar reads pre-paired devices; and `~sandbox/.env` with a random
-//! `OPENCLAW_GATEWAY_TOKEN` (0600) if none is set. An existing key or token
-//! is never replaced. `--disable` keeps all of it.
+//! Device pre-pairing (skipped by `--no-auto-pair`), the way DefenseClaw
+//! does it: the sidecar's own device key (`device.key` in its data
+//! directory: PEM `ED25519 PRIVATE KEY` holding the raw 32-byte seed, owned
+//! by the sidecar, 0600) is used if there, else created in that format. Its
+//! entry goes into the sandbox's `~/.openclaw/devices/paired.json`, keyed by
+//! the device id (hex SHA-256 of the raw public key), keeping every other
+//! device: the sidecar's gateway client is then accepted without an
+//! approval step. Also `~/.defenseclaw/.host-ip`, which the DefenseClaw
+//! page's verify step reads.
+//!
+//! `--disable` removes only our entry (and `paired.json` if we made it and
+//! nothing else is in it) and `.host-ip`; the sidecar's key is kept.
 
-use std::fs;
-use std::os::unix::fs::MetadataExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
-use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey, EncodePublicKey};
 use ed25519_dalek::SigningKey;
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
+use sha2::{Digest, Sha256};
 
-use super::home;
+use super::home::{self, HomeRef};
+use super::sidecar_data::DataDir;
 use crate::engine::{data, Recorder, Step, Undo};
 use crate::error::{Error, Result};
 use crate::inventory::Inventory;
 use crate::spec::Spec;
+use crate::sys::agent_home::{AgentHome, Removal, CONFIG_CAP};
 use crate::sys::files;
-use crate::sys::owner::{self, Owner};
 
 pub struct Pairing;
 
+const PAIRED: &str = ".openclaw/devices/paired.json";
+const HOST_IP: &str = ".defenseclaw/.host-ip";
+const KEY: &str = "device.key";
+const PEM_LABEL: &str = "ED25519 PRIVATE KEY";
+
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct Record {
-    key: PathBuf,
-    registry: PathBuf,
-    env: PathBuf,
+    at: HomeRef,
+    #[serde(default)]
+    sidecar: Option<DataDir>,
+    device_id: String,
     key_created: bool,
-    token_written: bool,
+    /// Directories made in the home (relative), outermost first.
+    created_dirs: Vec<PathBuf>,
+    paired_created: bool,
+    host_ip_sha256: Option<String>,
 }
 
 fn random<const N: usize>() -> Result<[u8; N]> {
@@ -51,76 +63,148 @@ pub fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-/// A fresh token line for `.env`: 32 random bytes in hex.
-pub fn token_line() -> Result<String> {
-    Ok(format!("OPENCLAW_GATEWAY_TOKEN={}\n", hex(&random::<32>()?)))
+/// 32 random bytes in hex (a gateway token).
+pub fn random_hex32() -> Result<String> {
+    Ok(hex(&random::<32>()?))
 }
 
-/// The token in `.env` text, if set and non-empty.
-pub fn token_in(env: &str) -> Option<&str> {
-    env.lines()
-        .filter_map(|l| l.trim().strip_prefix("OPENCLAW_GATEWAY_TOKEN="))
-        .map(|v| v.trim().trim_matches('"'))
-        .next_back()
-        .filter(|v| !v.is_empty())
+fn b64(bytes: &[u8], alphabet: &[u8; 64], pad: bool) -> String {
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | (u32::from(*b) << (16 - 8 * i)));
+        for i in 0..=chunk.len() {
+            out.push(alphabet[((n >> (18 - 6 * i)) & 63) as usize] as char);
+        }
+        if pad {
+            out.push_str(&"=".repeat(3 - chunk.len()));
+        }
+    }
+    out
 }
 
-pub fn key_pem(key: &SigningKey) -> Result<String> {
-    key.to_pkcs8_pem(LineEnding::LF)
-        .map(|z| z.to_string())
-        .map_err(|e| Error::host("device key", format!("cannot encode: {e}"), "report this as a bug"))
+const STD: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+const URL: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+fn unb64(text: &str) -> Option<Vec<u8>> {
+    let mut bits = 0u32;
+    let mut n = 0;
+    let mut out = Vec::new();
+    for c in text.bytes().filter(|c| !c.is_ascii_whitespace() && *c != b'=') {
+        let v = STD.iter().position(|x| *x == c)? as u32;
+        bits = (bits << 6) | v;
+        n += 6;
+        if n >= 8 {
+            n -= 8;
+            out.push((bits >> n) as u8);
+        }
+    }
+    Some(out)
 }
 
-pub fn public_pem(key: &SigningKey) -> Result<String> {
-    key.verifying_key()
-        .to_public_key_pem(LineEnding::LF)
-        .map_err(|e| Error::host("device key", format!("cannot encode: {e}"), "report this as a bug"))
-}
-
-/// `paired-devices.json` with our device put in (replacing an older entry
-/// of the same id, keeping every other device).
-pub fn register(existing: Option<&Value>, id: &str, key: &SigningKey) -> Result<Value> {
-    let mut doc = existing.cloned().unwrap_or_else(|| json!({"devices": []}));
-    let entry = json!({
-        "id": id,
-        "algorithm": "ed25519",
-        "public_key_hex": hex(key.verifying_key().as_bytes()),
-        "public_key_pem": public_pem(key)?,
-        "added_by": format!("sandbox setup --name {id}"),
-    });
-    let Some(list) = doc.get_mut("devices").and_then(Value::as_array_mut) else {
-        return Err(Error::host(
-            "paired-devices.json",
-            "has no `devices` list",
-            "fix the file (it holds {\"devices\": [...]}) or move it away, then re-run",
-        ));
-    };
-    list.retain(|d| d.get("id").and_then(Value::as_str) != Some(id));
-    list.push(entry);
-    Ok(doc)
-}
-
-fn paths(spec: &Spec) -> (PathBuf, PathBuf, PathBuf, PathBuf) {
-    let h = home::dir(spec);
-    let d = h.join(".defenseclaw");
-    (
-        d.join("device.key"),
-        d.join("device.pub"),
-        d.join("paired-devices.json"),
-        h.join(".env"),
+/// DefenseClaw's device key file: the raw seed under `ED25519 PRIVATE KEY`.
+pub fn key_pem(key: &SigningKey) -> String {
+    format!(
+        "-----BEGIN {PEM_LABEL}-----\n{}\n-----END {PEM_LABEL}-----\n",
+        b64(&key.to_bytes(), STD, true)
     )
 }
 
-/// Read a file we may have to keep, refusing links.
-fn read_opt(p: &std::path::Path) -> Result<Option<Vec<u8>>> {
-    if owner::is_symlink(p) {
-        return Err(owner::symlink_refused(p));
-    }
-    match fs::read(p) {
-        Ok(b) => Ok(Some(b)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(Error::io("read", p, e)),
-    }
+/// Parse DefenseClaw's device key file.
+pub fn parse_key(pem: &[u8]) -> Option<SigningKey> {
+    let text = std::str::from_utf8(pem).ok()?;
+    let body = text
+        .trim()
+        .strip_prefix(&format!("-----BEGIN {PEM_LABEL}-----"))?
+        .strip_suffix(&format!("-----END {PEM_LABEL}-----"))?;
+    let seed: [u8; 32] = unb64(body)?.try_into().ok()?;
+    Some(SigningKey::from_bytes(&seed))
+}
+
+/// The device id OpenClaw uses: hex SHA-256 of the raw public key.
+pub fn device_id(key: &SigningKey) -> String {
+    hex(&Sha256::digest(key.verifying_key().as_bytes()))
+}
+
+/// `paired.json` with the sidecar's device put in (replacing an older entry
+/// of the same id, keeping every other device). `now_ms` stamps approval.
+pub fn register(existing: Option<&Value>, key: &SigningKey, now_ms: u64) -> Result<Value> {
+    let token = random::<32>()?;
+    let mut doc = existing.cloned().unwrap_or_else(|| Value::Object(Map::new()));
+    let Some(map) = doc.as_object_mut() else {
+        return Err(Error::host(
+            "paired.json",
+            "is not a JSON object keyed by device id",
+            "fix the file or move it away, then re-run",
+        ));
+    };
+    let id = device_id(key);
+    let old = map.get(&id).cloned().unwrap_or(Value::Null);
+    let scopes = json!([
+        "operator.read",
+        "operator.write",
+        "operator.admin",
+        "operator.approvals"
+    ]);
+    map.insert(
+        id.clone(),
+        json!({
+            "deviceId": id,
+            "publicKey": b64(key.verifying_key().as_bytes(), URL, false),
+            "displayName": "defenseclaw-sidecar",
+            "platform": "linux",
+            "clientId": "gateway-client",
+            "clientMode": "backend",
+            "role": "operator",
+            "roles": ["operator"],
+            "scopes": scopes,
+            "approvedScopes": scopes,
+            // An operator token makes the role effective (without one the
+            // gateway answers NOT_PAIRED role-upgrade, as DefenseClaw's own
+            // `"tokens": {}` entry gets).
+            "tokens": old
+                .get("tokens")
+                .filter(|t| t.get("operator").is_some())
+                .cloned()
+                .unwrap_or_else(|| json!({"operator": {
+                    "token": b64(&token, URL, false),
+                    "role": "operator",
+                    "scopes": scopes,
+                    "createdAtMs": now_ms,
+                }})),
+            "createdAtMs": old.get("createdAtMs").cloned().unwrap_or_else(|| json!(now_ms)),
+            "approvedAtMs": old.get("approvedAtMs").cloned().unwrap_or_else(|| json!(now_ms)),
+        }),
+    );
+    Ok(doc)
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn pretty(v: &Value) -> String {
+    let mut s = serde_json::to_string_pretty(v).unwrap_or_default();
+    s.push('\n');
+    s
+}
+
+fn read_paired(h: &AgentHome) -> Result<Option<Value>> {
+    let Some(f) = h.read(Path::new(PAIRED), CONFIG_CAP)? else {
+        return Ok(None);
+    };
+    serde_json::from_slice(&f.bytes).map(Some).map_err(|e| {
+        Error::host(
+            h.show(Path::new(PAIRED)),
+            format!("malformed JSON at line {}, column {}: {e}", e.line(), e.column()),
+            "fix the file or move it away, then re-run",
+        )
+    })
 }
 
 impl Step for Pairing {
@@ -129,33 +213,34 @@ impl Step for Pairing {
     }
 
     fn inventory(&self, spec: &Spec, inv: &mut Inventory) {
-        let (key, public, registry, env) = paths(spec);
-        let kept = "kept (an existing key or token is reused, never replaced)";
         let id = self.id();
+        if let Ok(d) = DataDir::of(spec) {
+            inv.file_generated(
+                id,
+                &d.path().join(KEY),
+                spec.sidecar_user
+                    .as_deref()
+                    .unwrap_or("root (handed to the sidecar's dynamic user)"),
+                Some(0o600),
+                "the sidecar's Ed25519 device key (PEM ED25519 PRIVATE KEY, raw seed), if it has none",
+                "kept (the sidecar's identity)",
+            );
+        }
         inv.file_generated(
             id,
-            &key,
+            &home::dir(spec).join(PAIRED),
             &spec.name,
             Some(0o600),
-            "Ed25519 private key, generated at apply",
-            kept,
+            "the sidecar's device, pre-paired (other devices kept)",
+            "our entry removed",
         );
-        inv.file_generated(id, &public, &spec.name, Some(0o644), "its public key", kept);
-        inv.file_generated(
+        inv.file(
             id,
-            &registry,
+            &home::dir(spec).join(HOST_IP),
             &spec.name,
-            Some(0o640),
-            "the public key registered for the sidecar",
-            kept,
-        );
-        inv.file_generated(
-            id,
-            &env,
-            &spec.name,
-            Some(0o600),
-            "random OPENCLAW_GATEWAY_TOKEN, if none is set",
-            kept,
+            0o644,
+            format!("{}\n", spec.net.host_ip).as_bytes(),
+            "removed if unchanged",
         );
     }
 
@@ -164,129 +249,110 @@ impl Step for Pairing {
     }
 
     fn plan(&self, spec: &Spec, _rec: Option<&Value>) -> Result<Vec<String>> {
-        let (key, _, reg, env) = paths(spec);
+        let d = DataDir::of(spec)?;
         let mut out = Vec::new();
-        if !key.exists() {
-            out.push(format!("create {} (Ed25519, 0600)", key.display()));
-            out.push(format!("register its public key in {}", reg.display()));
+        let key = match d.open(&spec.root).and_then(|o| o.read(KEY)) {
+            Ok(Some(pem)) => parse_key(&pem),
+            _ => None,
+        };
+        if key.is_none() {
+            out.push(format!("create {} (Ed25519, 0600)", d.path().join(KEY).display()));
         }
-        let has_token = fs::read_to_string(&env).ok().is_some_and(|t| token_in(&t).is_some());
-        if !has_token {
+        let h = home::open(spec).ok();
+        let paired = h.as_ref().and_then(|h| read_paired(h).ok().flatten());
+        let registered = match (&key, &paired) {
+            (Some(k), Some(p)) => p.get(device_id(k)).is_some(),
+            _ => false,
+        };
+        if !registered {
             out.push(format!(
-                "write a random OPENCLAW_GATEWAY_TOKEN to {} (0600)",
-                env.display()
+                "pre-pair the sidecar's device in {}",
+                home::dir(spec).join(PAIRED).display()
             ));
+        }
+        let want_ip = files::sha256_hex(format!("{}\n", spec.net.host_ip).as_bytes());
+        if h.and_then(|h| h.hash(Path::new(HOST_IP), CONFIG_CAP).ok().flatten()) != Some(want_ip) {
+            out.push(format!("write {}", home::dir(spec).join(HOST_IP).display()));
         }
         Ok(out)
     }
 
     fn apply(&self, spec: &Spec, rec: &mut Recorder<'_>) -> Result<Vec<String>> {
-        let who = home::owner(spec)?;
-        let h = home::dir(spec);
-        let (key_p, pub_p, reg_p, env_p) = paths(spec);
+        let h = home::open(spec)?;
         let mut r = rec.get::<Record>().unwrap_or_default();
-        r.key = key_p.clone();
-        r.registry = reg_p.clone();
-        r.env = env_p.clone();
+        r.at = HomeRef::of(spec, rec)?;
+        let dir = DataDir::of(spec)?;
+        r.sidecar = Some(dir.clone());
+        let side = dir.open(&spec.root)?;
         let mut out = Vec::new();
-        owner::dirs_under(&h, &h.join(".defenseclaw"), 0o750, who)?;
 
-        let key = match read_opt(&key_p)? {
-            Some(pem) => {
-                let text = String::from_utf8_lossy(&pem);
-                let k = SigningKey::from_pkcs8_pem(&text).map_err(|e| {
-                    Error::host(
-                        key_p.display().to_string(),
-                        format!("is not an Ed25519 private key in PKCS#8 PEM ({e})"),
-                        "move it away (a new key is made) or put the right key there, then re-run",
-                    )
-                })?;
-                let m = fs::symlink_metadata(&key_p).map_err(|e| Error::io("stat", &key_p, e))?;
-                if m.mode() & 0o777 != 0o600 || m.uid() != who.uid {
-                    owner::set(&key_p, false, 0o600, who)?;
-                    out.push(format!(
-                        "{}: owner and mode reset to {} 0600",
-                        key_p.display(),
-                        spec.name
-                    ));
-                }
-                k
-            }
+        let key = match side.read(KEY)? {
+            Some(pem) => parse_key(&pem).ok_or_else(|| {
+                Error::host(
+                    side.show(KEY),
+                    format!(
+                        "is not an Ed25519 device key in DefenseClaw's format (PEM `{PEM_LABEL}`, raw 32-byte seed)"
+                    ),
+                    "move it away (setup makes a new one) or put the sidecar's real key there, then re-run",
+                )
+            })?,
             None => {
                 let k = SigningKey::from_bytes(&random::<32>()?);
                 r.key_created = true;
                 rec.put(&r)?;
-                owner::write(&key_p, key_pem(&k)?.as_bytes(), 0o600, who)?;
-                out.push(format!("created {} (Ed25519, PKCS#8 PEM, 0600)", key_p.display()));
+                side.make()?;
+                side.write(KEY, key_pem(&k).as_bytes(), 0o600)?;
+                out.push(format!(
+                    "created {} (Ed25519, DefenseClaw's format, 0600)",
+                    side.show(KEY)
+                ));
                 k
             }
         };
+        r.device_id = device_id(&key);
 
-        let pub_pem = public_pem(&key)?;
-        if files::hash_of(&pub_p)?.as_deref() != Some(&files::sha256_hex(pub_pem.as_bytes())) {
-            if owner::is_symlink(&pub_p) {
-                return Err(owner::symlink_refused(&pub_p));
-            }
-            owner::write(&pub_p, pub_pem.as_bytes(), 0o644, who)?;
-            out.push(format!("wrote {}", pub_p.display()));
+        let devices = Path::new(PAIRED).parent().unwrap_or(Path::new(".openclaw"));
+        let missing: Vec<PathBuf> = h
+            .missing_dirs(devices)?
+            .into_iter()
+            .filter(|d| !r.created_dirs.contains(d))
+            .collect();
+        if !missing.is_empty() {
+            r.created_dirs.extend(missing);
+            rec.put(&r)?;
+        }
+        h.make_dirs(devices, 0o700)?;
+        let existing = read_paired(&h)?;
+        let already = existing.as_ref().and_then(|p| p.get(&r.device_id)).is_some_and(|e| {
+            e.get("publicKey").and_then(Value::as_str) == Some(b64(key.verifying_key().as_bytes(), URL, false).as_str())
+        });
+        if !already {
+            r.paired_created |= existing.is_none();
+            rec.put(&r)?;
+            let doc = register(existing.as_ref(), &key, now_ms())?;
+            h.write(Path::new(PAIRED), pretty(&doc).as_bytes(), 0o600)?;
+            out.push(format!(
+                "pre-paired the sidecar's device {} in {}",
+                &r.device_id[..12],
+                h.show(Path::new(PAIRED))
+            ));
         }
 
-        let existing = match read_opt(&reg_p)? {
-            Some(b) => Some(serde_json::from_slice::<Value>(&b).map_err(|e| {
-                Error::host(
-                    reg_p.display().to_string(),
-                    format!("malformed JSON at line {}, column {}: {e}", e.line(), e.column()),
-                    "fix the file or move it away, then re-run",
-                )
-            })?),
-            None => None,
-        };
-        let doc = register(existing.as_ref(), &spec.name, &key)?;
-        let mut text = serde_json::to_string_pretty(&doc).unwrap_or_default();
-        text.push('\n');
-        if files::hash_of(&reg_p)?.as_deref() != Some(&files::sha256_hex(text.as_bytes())) {
-            owner::write(&reg_p, text.as_bytes(), 0o640, who)?;
-            out.push(format!("registered device {} in {}", spec.name, reg_p.display()));
-        }
-
-        match read_opt(&env_p)? {
-            Some(b) if token_in(&String::from_utf8_lossy(&b)).is_some() => {
-                let m = fs::symlink_metadata(&env_p).map_err(|e| Error::io("stat", &env_p, e))?;
-                if m.mode() & 0o077 != 0 {
-                    owner::set(
-                        &env_p,
-                        false,
-                        0o600,
-                        Owner {
-                            uid: m.uid(),
-                            gid: m.gid(),
-                        },
-                    )?;
-                    out.push(format!("{}: holds a token, mode tightened to 0600", env_p.display()));
-                }
-            }
-            prev => {
-                let mut text = prev
-                    .map(|b| String::from_utf8_lossy(&b).into_owned())
-                    .unwrap_or_default();
-                if !text.is_empty() && !text.ends_with('\n') {
-                    text.push('\n');
-                }
-                // An empty `OPENCLAW_GATEWAY_TOKEN=` line gives way to ours.
-                text = text
-                    .lines()
-                    .filter(|l| !l.trim().starts_with("OPENCLAW_GATEWAY_TOKEN="))
-                    .map(|l| format!("{l}\n"))
-                    .collect();
-                text.push_str(&token_line()?);
-                r.token_written = true;
-                rec.put(&r)?;
-                owner::write(&env_p, text.as_bytes(), 0o600, who)?;
-                out.push(format!(
-                    "wrote a random OPENCLAW_GATEWAY_TOKEN to {} (0600)",
-                    env_p.display()
-                ));
-            }
+        let ip = format!("{}\n", spec.net.host_ip);
+        let sha = files::sha256_hex(ip.as_bytes());
+        if h.hash(Path::new(HOST_IP), CONFIG_CAP).ok().flatten().as_deref() != Some(sha.as_str()) {
+            let parent = Path::new(".defenseclaw");
+            let missing: Vec<PathBuf> = h
+                .missing_dirs(parent)?
+                .into_iter()
+                .filter(|d| !r.created_dirs.contains(d))
+                .collect();
+            r.created_dirs.extend(missing);
+            r.host_ip_sha256 = Some(sha);
+            rec.put(&r)?;
+            h.make_dirs(parent, 0o750)?;
+            h.write(Path::new(HOST_IP), ip.as_bytes(), 0o644)?;
+            out.push(format!("wrote {} ({})", h.show(Path::new(HOST_IP)), spec.net.host_ip));
         }
         rec.put(&r)?;
         Ok(out)
@@ -294,53 +360,91 @@ impl Step for Pairing {
 
     fn revert(&self, _undo: &Undo, v: &Value) -> Result<Vec<String>> {
         let r: Record = data(self.id(), v)?;
-        Ok(vec![format!(
-            "kept {}, {} and {} (the device's identity; --purge removes them with the home)",
-            r.key.display(),
-            r.registry.display(),
-            r.env.display()
-        )])
+        let h = r.at.open()?;
+        let mut out = Vec::new();
+        if !r.device_id.is_empty() {
+            match read_paired(&h) {
+                Ok(Some(mut doc)) => {
+                    let had = doc.as_object_mut().and_then(|m| m.shift_remove(&r.device_id)).is_some();
+                    let empty = doc.as_object().is_some_and(Map::is_empty);
+                    if r.paired_created && empty {
+                        h.remove_file(Path::new(PAIRED))?;
+                        out.push(format!("removed {}", h.show(Path::new(PAIRED))));
+                    } else if had {
+                        h.write(Path::new(PAIRED), pretty(&doc).as_bytes(), 0o600)?;
+                        out.push(format!(
+                            "removed the sidecar's device from {}",
+                            h.show(Path::new(PAIRED))
+                        ));
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => out.push(format!("left {} alone: {e}", h.show(Path::new(PAIRED)))),
+            }
+        }
+        if let Some(sha) = &r.host_ip_sha256 {
+            if h.remove_if(Path::new(HOST_IP), sha)? == Removal::Removed {
+                out.push(format!("removed {}", h.show(Path::new(HOST_IP))));
+            }
+        }
+        h.remove_dirs(&r.created_dirs)?;
+        if let Some(d) = &r.sidecar {
+            out.push(format!(
+                "kept {} (the sidecar's identity)",
+                d.path().join(KEY).display()
+            ));
+        }
+        Ok(out)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ed25519_dalek::Signer;
-    use ed25519_dalek::Verifier;
 
     #[test]
-    fn key_round_trips_through_pkcs8_pem() {
+    fn key_round_trips_through_defenseclaws_pem() {
         let k = SigningKey::from_bytes(&random::<32>().expect("random"));
-        let pem = key_pem(&k).expect("pem");
-        assert!(pem.starts_with("-----BEGIN PRIVATE KEY-----\n"), "{pem}");
-        let back = SigningKey::from_pkcs8_pem(&pem).expect("parse");
-        let sig = back.sign(b"pair me");
-        k.verifying_key().verify(b"pair me", &sig).expect("same key");
+        let pem = key_pem(&k);
+        assert!(pem.starts_with("-----BEGIN ED25519 PRIVATE KEY-----\n"), "{pem}");
+        assert_eq!(parse_key(pem.as_bytes()).expect("parse").to_bytes(), k.to_bytes());
+        assert!(parse_key(b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n").is_none());
     }
 
     #[test]
-    fn tokens_are_random_hex_and_found_in_env_text() {
-        let a = token_line().expect("token");
-        let b = token_line().expect("token");
-        assert_ne!(a, b);
-        let t = token_in(&a).expect("set");
-        assert_eq!(t.len(), 64);
-        assert!(t.chars().all(|c| c.is_ascii_hexdigit()));
-        assert_eq!(token_in("OPENCLAW_GATEWAY_TOKEN=\n"), None);
-        assert_eq!(token_in("A=1\nOPENCLAW_GATEWAY_TOKEN=\"abc\"\n"), Some("abc"));
-        assert_eq!(token_in("# nothing\n"), None);
+    fn base64_matches_known_vectors() {
+        assert_eq!(b64(b"foobar", STD, true), "Zm9vYmFy");
+        assert_eq!(b64(b"fo", STD, true), "Zm8=");
+        assert_eq!(b64(&[0xfb, 0xff], URL, false), "-_8");
+        assert_eq!(unb64("Zm9vYmE=").expect("decode"), b"fooba");
     }
 
     #[test]
-    fn register_replaces_our_entry_and_keeps_others() {
+    fn register_keys_by_device_id_and_keeps_others() {
         let k = SigningKey::from_bytes(&[7u8; 32]);
-        let existing = json!({"devices": [{"id": "laptop"}, {"id": "sandbox", "public_key_hex": "old"}]});
-        let doc = register(Some(&existing), "sandbox", &k).expect("register");
-        let list = doc["devices"].as_array().expect("list");
-        assert_eq!(list.len(), 2);
-        assert_eq!(list[0]["id"], "laptop");
-        assert_eq!(list[1]["public_key_hex"], hex(k.verifying_key().as_bytes()));
-        assert!(register(Some(&json!({"x": 1})), "sandbox", &k).is_err());
+        let id = device_id(&k);
+        assert_eq!(id.len(), 64);
+        let existing = json!({"laptop": {"deviceId": "laptop"}, id.clone(): {"createdAtMs": 5}});
+        let doc = register(Some(&existing), &k, 99).expect("register");
+        assert_eq!(doc["laptop"]["deviceId"], "laptop");
+        let e = &doc[&id];
+        assert_eq!(e["deviceId"], id.as_str());
+        assert_eq!(e["createdAtMs"], 5);
+        assert_eq!(
+            e["tokens"]["operator"]["role"], "operator",
+            "an operator token makes the role effective"
+        );
+        let fresh = register(None, &k, 7).expect("fresh");
+        assert_eq!(
+            fresh[&id]["tokens"]["operator"]["token"].as_str().map(str::len),
+            Some(43)
+        );
+        assert_eq!(e["clientMode"], "backend");
+        assert_eq!(
+            e["publicKey"].as_str().expect("key").len(),
+            43,
+            "raw 32 bytes, base64url unpadded"
+        );
+        assert!(register(Some(&json!([1])), &k, 1).is_err());
     }
 }

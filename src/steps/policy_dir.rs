@@ -24,8 +24,8 @@ use crate::firewall::generate::allowlist;
 use crate::inventory::Inventory;
 use crate::policy::{NOT_PUBLIC, PRESETS};
 use crate::spec::Spec;
+use crate::sys::agent_home::{AgentHome, CONFIG_CAP};
 use crate::sys::files;
-use crate::sys::owner;
 
 pub struct PolicyDir;
 
@@ -147,11 +147,23 @@ pub fn manifest(spec: &Spec, hashes: &[(String, String)]) -> String {
     }))
 }
 
-fn read_written(dir: &Path) -> BTreeMap<String, String> {
-    std::fs::read(dir.join(WRITTEN))
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or_default()
+/// The policy directory relative to the home.
+const REL: &str = ".defenseclaw/policy";
+
+/// Decide for one file of the bundle. Unlike the shell files, a file that
+/// was there and never written by us is the operator's policy: kept.
+fn decide(h: Option<&AgentHome>, rel: &Path, wanted: &str, ours: Option<&str>) -> Seeded {
+    let now = match h {
+        Some(h) => h.hash(rel, CONFIG_CAP).map_err(|e| match e {
+            Error::Host { why, .. } => why,
+            e => e.to_string(),
+        }),
+        None => Ok(None),
+    };
+    match home::decide(now.as_ref().map(Option::as_deref).map_err(Clone::clone), wanted, ours) {
+        Seeded::Replaced => Seeded::Kept("not written by sandbox (the operator's policy)".into()),
+        d => d,
+    }
 }
 
 impl Step for PolicyDir {
@@ -175,91 +187,83 @@ impl Step for PolicyDir {
     }
 
     fn plan(&self, spec: &Spec, rec: Option<&Value>) -> Result<Vec<String>> {
-        let d = dir(spec);
-        let mut ours = read_written(&d);
-        if let Some(r) = rec.and_then(|v| serde_json::from_value::<Record>(v.clone()).ok()) {
-            ours.extend(r.written);
-        }
+        let h = match home::owner(spec) {
+            Ok(who) if home::dir(spec).exists() => Some(AgentHome::open(&home::dir(spec), who)?),
+            _ => None,
+        };
+        let ours = rec
+            .and_then(|v| serde_json::from_value::<Record>(v.clone()).ok())
+            .map(|r| r.written)
+            .unwrap_or_default();
         let mut out = Vec::new();
         for (rel, body) in bundle(spec) {
-            let p = d.join(&rel);
+            let p = Path::new(REL).join(&rel);
+            let shown = home::dir(spec).join(&p).display().to_string();
             let wanted = files::sha256_hex(body.as_bytes());
-            match home::decide(
-                files::hash_of(&p)?.as_deref(),
-                &wanted,
-                ours.get(&rel).map(String::as_str),
-            ) {
-                Seeded::Wrote => out.push(format!("write {}", p.display())),
+            match decide(h.as_ref(), &p, &wanted, ours.get(&rel).map(String::as_str)) {
+                Seeded::Wrote | Seeded::Replaced => out.push(format!("write {shown}")),
                 Seeded::Same => {}
-                Seeded::Kept => out.push(home::kept_line(&p)),
+                Seeded::Kept(why) => out.push(home::kept_line(&shown, &why)),
             }
         }
         Ok(out)
     }
 
     fn apply(&self, spec: &Spec, rec: &mut Recorder<'_>) -> Result<Vec<String>> {
-        let who = home::owner(spec)?;
-        let h = home::dir(spec);
+        let h = home::open(spec)?;
         let d = dir(spec);
         let mut r = rec.get::<Record>().unwrap_or_default();
         r.dir = d.clone();
-        // What we wrote: the state record, else the note in the directory.
-        let mut ours = read_written(&d);
-        ours.extend(r.written.clone());
+        // What we wrote: the state record only (a note in the home is
+        // output for the operator, never read back).
+        let mut ours = r.written.clone();
         let mut out = Vec::new();
-        owner::dirs_under(&h, &d.join("guardrail"), DIR_MODE, who)?;
+        h.make_dirs(&Path::new(REL).join("guardrail"), DIR_MODE)?;
 
-        let mut hashes = Vec::new();
-        for (rel, body) in bundle(spec) {
-            let p = d.join(&rel);
-            let known = ours.get(&rel).cloned();
-            match home::seed(&p, body.as_bytes(), FILE_MODE, who, known.as_deref())? {
-                Seeded::Wrote => {
-                    ours.insert(rel.clone(), files::sha256_hex(body.as_bytes()));
-                    out.push(format!("wrote {}", p.display()));
+        let seal = |rel: &str, body: &str, ours: &mut BTreeMap<String, String>, out: &mut Vec<String>| {
+            let p = Path::new(REL).join(rel);
+            let shown = h.show(&p);
+            let wanted = files::sha256_hex(body.as_bytes());
+            match decide(Some(&h), &p, &wanted, ours.get(rel).map(String::as_str)) {
+                Seeded::Wrote | Seeded::Replaced => {
+                    h.write(&p, body.as_bytes(), FILE_MODE)?;
+                    ours.insert(rel.to_string(), wanted.clone());
+                    out.push(format!("wrote {shown}"));
+                    Ok(wanted)
                 }
                 Seeded::Same => {
-                    ours.insert(rel.clone(), files::sha256_hex(body.as_bytes()));
+                    ours.insert(rel.to_string(), wanted.clone());
+                    Ok(wanted)
                 }
-                Seeded::Kept => out.push(home::kept_line(&p)),
+                Seeded::Kept(why) => {
+                    out.push(home::kept_line(&shown, &why));
+                    Ok(h.hash(&p, CONFIG_CAP).ok().flatten().unwrap_or_default())
+                }
             }
-            hashes.push((rel, files::hash_of(&p)?.unwrap_or_default()));
+        };
+        let mut hashes = Vec::new();
+        for (rel, body) in bundle(spec) {
+            let sha = seal(&rel, &body, &mut ours, &mut out)?;
+            hashes.push((rel, sha));
         }
         let mf = manifest(spec, &hashes);
-        let mp = d.join(MANIFEST);
-        match home::seed(
-            &mp,
-            mf.as_bytes(),
-            FILE_MODE,
-            who,
-            ours.get(MANIFEST).map(String::as_str),
-        )? {
-            Seeded::Wrote => {
-                ours.insert(MANIFEST.into(), files::sha256_hex(mf.as_bytes()));
-                out.push(format!(
-                    "wrote {} (admission bundle, {} files)",
-                    mp.display(),
-                    hashes.len()
-                ));
-            }
-            Seeded::Same => {
-                ours.insert(MANIFEST.into(), files::sha256_hex(mf.as_bytes()));
-            }
-            Seeded::Kept => out.push(home::kept_line(&mp)),
+        let before = out.len();
+        seal(MANIFEST, &mf, &mut ours, &mut out)?;
+        if out.len() > before && out[before].starts_with("wrote") {
+            out[before] = format!("{} (admission bundle, {} files)", out[before], hashes.len());
         }
         r.written = ours.clone();
         rec.put(&r)?;
+        // For the operator only: what sandbox wrote here, by hash.
         let note = pretty(
             &serde_json::to_value(&ours)
                 .map_err(|e| Error::host("policy record", e.to_string(), "report this as a bug"))?,
         );
-        home::seed(
-            &d.join(WRITTEN),
-            note.as_bytes(),
-            FILE_MODE,
-            who,
-            files::hash_of(&d.join(WRITTEN))?.as_deref(),
-        )?;
+        let note_rel = Path::new(REL).join(WRITTEN);
+        if h.hash(&note_rel, CONFIG_CAP).ok().flatten().as_deref() != Some(files::sha256_hex(note.as_bytes()).as_str())
+        {
+            h.write(&note_rel, note.as_bytes(), FILE_MODE)?;
+        }
         Ok(out)
     }
 

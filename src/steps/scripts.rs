@@ -6,7 +6,7 @@
 
 use std::path::PathBuf;
 
-use super::home::{self, SeededFiles};
+use super::home::SeededFiles;
 use crate::spec::Spec;
 
 pub struct Scripts;
@@ -122,10 +122,9 @@ impl SeededFiles for Scripts {
     const INVERSE: &'static str = "removed if unedited";
 
     fn files(spec: &Spec) -> Vec<(PathBuf, String, u32)> {
-        let h = home::dir(spec);
         vec![
-            (h.join("run-sandbox.sh"), run_sandbox_sh(spec), 0o750),
-            (h.join("pair.sh"), pair_sh(spec), 0o750),
+            (PathBuf::from("run-sandbox.sh"), run_sandbox_sh(spec), 0o750),
+            (PathBuf::from("pair.sh"), pair_sh(spec), 0o750),
         ]
     }
 }

@@ -164,22 +164,6 @@ pub fn render(spec: &Spec, inputs: &Inputs) -> Result<Vec<UnitFile>> {
             unit_word("--sidecar-bin", "", &spec.sidecar_bin.to_string_lossy())?,
         ),
         ("sandbox_bin", unit_word("the sandbox program", "", &sandbox_bin)?),
-        (
-            "guardrail_env",
-            if spec.guardrail {
-                format!("DEFENSECLAW_GUARDRAIL_PORT={}", side.guardrail_port.0)
-            } else {
-                "DEFENSECLAW_GUARDRAIL=off".to_string()
-            },
-        ),
-        (
-            "policy_env",
-            unit_word(
-                "--sandbox-home",
-                "DEFENSECLAW_POLICY_DIR=",
-                &format!("{home}/.defenseclaw/policy"),
-            )?,
-        ),
         ("user_lines", sidecar_user_lines(spec, inputs)?),
     ];
     let file = |rel: String, template: &str, shared: bool, unit: String| -> Result<UnitFile> {
@@ -225,9 +209,13 @@ fn sidecar_user_lines(spec: &Spec, inputs: &Inputs) -> Result<String> {
             }
             s
         }
-        None => "# Nobody ran sudo and no --sidecar-user was given: a user of its own,\n\
-                 # never root.\nDynamicUser=yes"
-            .to_string(),
+        None => format!(
+            "# Nobody ran sudo and no --sidecar-user was given: a user of its own,\n\
+             # never root, whose DefenseClaw home is a state directory that setup\n\
+             # prepared (systemd hands it to that user at start).\n\
+             DynamicUser=yes\nStateDirectory=defenseclaw-{name}\nEnvironment=DEFENSECLAW_HOME=%S/defenseclaw-{name}",
+            name = spec.name
+        ),
     })
 }
 
@@ -881,7 +869,7 @@ mod tests {
         assert!(n.contains("ExecStart=/usr/local/sbin/sandbox setup --boot --non-interactive --name %i"));
         let d = body(&files, "defenseclaw-gateway@ci3.service.d/sandbox.conf");
         assert!(
-            d.contains("User=admin\n") && d.contains("DEFENSECLAW_LISTEN_HOST=10.200.0.1"),
+            d.contains("User=admin\n") && !d.contains("DEFENSECLAW_LISTEN_HOST"),
             "{d}"
         );
         assert!(d.contains("ReadWritePaths=-/home/admin/.defenseclaw"), "{d}");
@@ -923,7 +911,7 @@ mod tests {
         let files = render(&spec(&["--sandbox-home", "/srv/ci 3"]), &inputs()).expect("render");
         let a = body(&files, "openshell-sandbox.service");
         assert!(a.contains("BindPaths=\"/srv/ci 3\"\n"), "{a}");
-        assert!(a.contains("Environment=\"HOME=/srv/ci 3\" "), "{a}");
+        assert!(a.contains("Environment=\"HOME=/srv/ci 3\"\n"), "{a}");
         let e = render(&spec(&["--sandbox-home", "/srv/%i"]), &inputs()).expect_err("refused");
         assert!(
             e.to_string().contains("--sandbox-home") && e.to_string().contains("fix:"),

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::home::{self, Seeded, Written};
+use super::home::{self, FileSet, HomeRef};
 use crate::engine::{data, Recorder, Step, Undo};
 use crate::error::{Error, Result};
 use crate::inventory::Inventory;
@@ -37,7 +37,9 @@ struct Record {
     created_home: bool,
     /// Parents of the home we had to make (root-owned, 0755).
     created_parents: Vec<PathBuf>,
-    files: Vec<Written>,
+    /// The shell files, through the home-access layer.
+    #[serde(flatten)]
+    seeded: FileSet,
 }
 
 /// Interactive logins start OpenClaw, but only inside the sandbox's
@@ -92,11 +94,10 @@ pub fn bash_profile(spec: &Spec) -> String {
     )
 }
 
-fn wanted_files(spec: &Spec) -> Vec<(PathBuf, String)> {
-    let h = home::dir(spec);
+fn wanted_files(spec: &Spec) -> Vec<(PathBuf, String, u32)> {
     vec![
-        (h.join(".bash_profile"), bash_profile(spec)),
-        (h.join(".bashrc"), bashrc(spec)),
+        (PathBuf::from(".bash_profile"), bash_profile(spec), 0o644),
+        (PathBuf::from(".bashrc"), bashrc(spec), 0o644),
     ]
 }
 
@@ -118,10 +119,10 @@ impl Step for User {
             ),
             "kept (holds data); --disable --purge removes user, group and home if setup made them",
         );
-        for (path, body) in wanted_files(spec) {
+        for (path, body, _) in wanted_files(spec) {
             inv.file(
                 self.id(),
-                &path,
+                &h.join(path),
                 &spec.name,
                 0o644,
                 body.as_bytes(),
@@ -130,7 +131,7 @@ impl Step for User {
         }
     }
 
-    fn plan(&self, spec: &Spec, _rec: Option<&Value>) -> Result<Vec<String>> {
+    fn plan(&self, spec: &Spec, rec: Option<&Value>) -> Result<Vec<String>> {
         let mut out = Vec::new();
         let h = home::dir(spec);
         if users::user(&spec.root, &spec.name)?.is_none() {
@@ -143,11 +144,12 @@ impl Step for User {
         if fs::symlink_metadata(&h).is_err() {
             out.push(format!("create {} ({:o})", h.display(), HOME_MODE));
         }
-        for (path, body) in wanted_files(spec) {
-            if files::hash_of(&path)?.as_deref() != Some(&files::sha256_hex(body.as_bytes())) {
-                out.push(format!("write {}", path.display()));
-            }
-        }
+        let r = rec.and_then(|v| serde_json::from_value::<Record>(v.clone()).ok());
+        out.extend(home::plan_files(
+            spec,
+            &wanted_files(spec),
+            r.as_ref().map(|r| &r.seeded),
+        )?);
         Ok(out)
     }
 
@@ -255,24 +257,20 @@ impl Step for User {
             Err(e) => return Err(Error::io("stat", &h, e)),
         }
 
-        for (path, body) in wanted_files(spec) {
-            let ours = r.files.iter().find(|f| f.path == path).map(|f| f.sha256.clone());
-            let sha = files::sha256_hex(body.as_bytes());
-            let will_write = home::decide(files::hash_of(&path)?.as_deref(), &sha, ours.as_deref());
-            if will_write != Seeded::Kept {
-                r.files.retain(|f| f.path != path);
-                r.files.push(Written {
-                    path: path.clone(),
-                    sha256: sha,
-                });
-                rec.put(&r)?;
-            }
-            match home::seed(&path, body.as_bytes(), 0o644, who, ours.as_deref())? {
-                Seeded::Wrote => out.push(format!("wrote {}", path.display())),
-                Seeded::Same => {}
-                Seeded::Kept => out.push(home::kept_line(&path)),
-            }
-        }
+        // From here on the home is the agent's: only through AgentHome.
+        let h_fd = home::open(spec)?;
+        let at = HomeRef::of(spec, rec)?;
+        let mut seeded = std::mem::take(&mut r.seeded);
+        let wrote = home::apply_files(&h_fd, &at, &wanted_files(spec), &mut seeded, &mut |f| {
+            r.seeded = FileSet {
+                at: f.at.clone(),
+                created_dirs: f.created_dirs.clone(),
+                files: f.files.clone(),
+            };
+            rec.put(&r)
+        })?;
+        r.seeded = seeded;
+        out.extend(wrote);
         rec.put(&r)?;
         Ok(out)
     }
@@ -280,15 +278,7 @@ impl Step for User {
     fn revert(&self, undo: &Undo, v: &Value) -> Result<Vec<String>> {
         let r: Record = data(self.id(), v)?;
         let mut out = Vec::new();
-        for f in &r.files {
-            if owner::is_symlink(&f.path) {
-                out.push(format!("left {} alone: it is a symbolic link now", f.path.display()));
-            } else if files::remove_if_ours(&f.path, &f.sha256)? {
-                out.push(format!("removed {}", f.path.display()));
-            } else {
-                out.push(home::kept_line(&f.path));
-            }
-        }
+        out.extend(home::revert_files(undo, &r.seeded)?);
         if !undo.purge {
             out.push(format!(
                 "kept user {}, its group and {} (they hold the operator's data; --disable --purge removes what setup created)",
@@ -302,10 +292,22 @@ impl Step for User {
                 Ok(m) if m.file_type().is_symlink() => {
                     out.push(format!("left {} alone: it is a symbolic link now", r.home.display()))
                 }
-                Ok(_) => {
-                    // remove_dir_all never follows symlinks inside the tree.
-                    fs::remove_dir_all(&r.home).map_err(|e| Error::io("remove", &r.home, e))?;
-                    out.push(format!("removed {} (--purge)", r.home.display()));
+                Ok(m) => {
+                    // Only the sandbox user's own home: a record is never a
+                    // way to make root remove another directory.
+                    let uid = users::user(&undo.root, &r.name)?.map(|a| a.uid);
+                    if uid.is_none_or(|u| u == 0 || u != m.uid()) {
+                        out.push(format!(
+                            "left {} alone: it is not the home of user {} (owner uid {})",
+                            r.home.display(),
+                            r.name,
+                            m.uid()
+                        ));
+                    } else {
+                        // remove_dir_all never follows symlinks inside the tree.
+                        fs::remove_dir_all(&r.home).map_err(|e| Error::io("remove", &r.home, e))?;
+                        out.push(format!("removed {} (--purge)", r.home.display()));
+                    }
                 }
                 Err(_) => {}
             }

@@ -1,19 +1,20 @@
 // DefenseClaw guardrail extension for OpenClaw, installed by `sandbox setup`.
 //
-// Before every tool call, asks the guardrail sidecar (openclaw.json:
-// guardrail.url) whether the call may run. Fails closed: if the sidecar
+// Before every tool call, asks the DefenseClaw gateway's guardrail
+// (plugins.entries.defenseclaw.config.gatewayUrl in openclaw.json, the
+// sidecar API on the host IP) whether the call may run. Fails closed: if the sidecar
 // cannot be reached or answers anything but an allow, the call is blocked.
 "use strict";
 
-const CHECK_PATH = "/v1/guardrail/check";
+const CHECK_PATH = "/v1/guardrail/evaluate";
 const TIMEOUT_MS = 5000;
 
-function guardrailUrl(config) {
-  const g = config && config.guardrail;
-  if (!g || g.enabled === false || typeof g.url !== "string") {
+function guardrailUrl(pluginConfig) {
+  const url = pluginConfig && pluginConfig.gatewayUrl;
+  if (typeof url !== "string" || url === "") {
     return null;
   }
-  return g.url.replace(/\/+$/, "") + CHECK_PATH;
+  return url.replace(/\/+$/, "") + CHECK_PATH;
 }
 
 async function check(url, event) {
@@ -39,9 +40,9 @@ async function check(url, event) {
 }
 
 module.exports = function register(api) {
-  const url = guardrailUrl(api.config);
+  const url = guardrailUrl(api.pluginConfig);
   if (!url) {
-    api.logger.info("defenseclaw: no guardrail section in openclaw.json; extension idle");
+    api.logger.info("defenseclaw: no gatewayUrl in plugins.entries.defenseclaw.config; extension idle");
     return;
   }
   api.on("before_tool_call", async (event) => {
