@@ -36,7 +36,7 @@ const LOCK_WAIT: Duration = Duration::from_secs(60);
 pub fn run(args: &SetupArgs) -> Result<()> {
     let (name, root) = spec::disable_target(args)?;
     let Some(previous) = Store::peek(&root, &name)? else {
-        println!(
+        crate::outln!(
             "sandbox {name}: no state record under {}: nothing to re-create",
             root.state_dir(&name).display()
         );
@@ -58,16 +58,16 @@ pub fn run(args: &SetupArgs) -> Result<()> {
         .collect();
     let plan = engine::plan_all(&steps, &spec, Some(&previous));
     if plan.iter().all(|o| !o.changed()) {
-        println!("sandbox {name}: network in place (namespace {})", spec.net.netns);
+        crate::outln!("sandbox {name}: network in place (namespace {})", spec.net.netns);
         return Ok(());
     }
     if args.dry_run {
         for o in &plan {
             for c in &o.changes {
-                println!("  {:<14} {c}", o.step);
+                crate::outln!("  {:<14} {c}", o.step);
             }
         }
-        println!("(dry run: nothing was changed)");
+        crate::outln!("(dry run: nothing was changed)");
         return Ok(());
     }
     let problems = preflight::for_setup(&spec, Some(&previous));
@@ -78,7 +78,7 @@ pub fn run(args: &SetupArgs) -> Result<()> {
     // Every change goes to the audit log (`sandbox log`), as setup's do.
     let mut audit = AuditLog::open(&spec.root, &name)?;
     let mut audit_failed = None;
-    println!("sandbox {name}: re-creating the network (policy {})", spec.policy_name);
+    crate::outln!("sandbox {name}: re-creating the network (policy {})", spec.policy_name);
     let done = engine::apply_all(&steps, &spec, &store, &mut state, &mut |o| {
         progress(o);
         if let Err(e) = audit.record("boot", o) {
@@ -89,7 +89,7 @@ pub fn run(args: &SetupArgs) -> Result<()> {
         return Err(e);
     }
     let changed = done.iter().filter(|o| o.changed()).count();
-    println!("done: {changed} of {} network steps changed", done.len());
+    crate::outln!("done: {changed} of {} network steps changed", done.len());
     Ok(())
 }
 
@@ -107,7 +107,7 @@ fn lock(root: &spec::Root, name: &str) -> Result<(Store, crate::state::State)> {
 
 fn progress(o: &Outcome) {
     for c in &o.changes {
-        println!("  {:<14} {c}", o.step);
+        crate::outln!("  {:<14} {c}", o.step);
     }
 }
 

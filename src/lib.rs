@@ -12,6 +12,7 @@ pub mod engine;
 pub mod fault;
 pub mod firewall;
 pub mod inventory;
+pub mod out;
 pub mod policy;
 pub mod preflight;
 pub mod report;

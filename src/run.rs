@@ -41,13 +41,13 @@ pub fn setup(args: &SetupArgs) -> Result<()> {
         return Err(Error::Preflight { problems });
     }
     for w in crate::steps::units::warnings(&spec) {
-        eprintln!("warning: {w}");
+        crate::errln!("warning: {w}");
     }
     if !args.non_interactive {
         let plan = engine::plan_all(&steps, &spec, previous.as_ref());
         print_plan(&spec, &plan);
         if plan.iter().all(|o| !o.changed()) {
-            println!("nothing to change: sandbox {} is in place", spec.name);
+            crate::outln!("nothing to change: sandbox {} is in place", spec.name);
             return Ok(());
         }
         confirm("Apply these changes?")?;
@@ -90,9 +90,9 @@ fn disable(args: &SetupArgs) -> Result<()> {
         return sweep(args, &name, &root, &steps);
     };
     if args.dry_run {
-        println!("sandbox {name}: --disable would revert, in this order:");
+        crate::outln!("sandbox {name}: --disable would revert, in this order:");
         for step in steps.iter().rev().filter(|s| previous.get(s.id()).is_some()) {
-            println!("  {:<14} revert", step.id());
+            crate::outln!("  {:<14} revert", step.id());
         }
         return Ok(());
     }
@@ -103,7 +103,7 @@ fn disable(args: &SetupArgs) -> Result<()> {
             .map(|s| s.id())
             .filter(|id| previous.get(id).is_some())
             .collect();
-        println!("sandbox {name}: --disable reverts {}", ids.join(", "));
+        crate::outln!("sandbox {name}: --disable reverts {}", ids.join(", "));
         confirm("Take the sandbox away?")?;
     }
     let (store, mut state) = Store::open(&root, &name)?;
@@ -132,7 +132,7 @@ fn disable(args: &SetupArgs) -> Result<()> {
 fn sweep(args: &SetupArgs, name: &str, root: &spec::Root, steps: &[Box<dyn engine::Step>]) -> Result<()> {
     let dir = root.state_dir(name);
     if args.dry_run {
-        println!(
+        crate::outln!(
             "sandbox {name}: no state record under {}: --disable would remove what is named after it \
              and carries our mark (namespace, veth, nft table, DNS files)",
             dir.display()
@@ -140,7 +140,7 @@ fn sweep(args: &SetupArgs, name: &str, root: &spec::Root, steps: &[Box<dyn engin
         return Ok(());
     }
     if !args.non_interactive {
-        println!("sandbox {name}: no state record; --disable removes what is named after it and carries our mark");
+        crate::outln!("sandbox {name}: no state record; --disable removes what is named after it and carries our mark");
         confirm("Sweep?")?;
     }
     let (store, _state) = Store::open(root, name)?;
@@ -162,12 +162,12 @@ fn sweep(args: &SetupArgs, name: &str, root: &spec::Root, steps: &[Box<dyn engin
     done?;
     store.remove_all()?;
     if found.is_empty() {
-        println!(
+        crate::outln!(
             "sandbox {name}: no state record under {}: nothing to disable",
             dir.display()
         );
     } else {
-        println!(
+        crate::outln!(
             "done: no state record, so what carries our mark was swept; kept: the user and the files \
              in its home (their hashes were in the record, so they cannot be told from your edits)"
         );
@@ -206,18 +206,18 @@ fn dry_run(
             .map(|p| p.to_string())
             .collect(),
     };
-    print!("{}", report::render(&r, format));
+    crate::out!("{}", report::render(&r, format));
     if format == Format::Text {
         if unchanged {
-            println!("\nnothing to change");
+            crate::outln!("\nnothing to change");
         }
-        println!("(dry run: nothing was changed)");
+        crate::outln!("(dry run: nothing was changed)");
     }
     Ok(())
 }
 
 fn print_plan(spec: &Spec, plan: &[Outcome]) {
-    println!(
+    crate::outln!(
         "sandbox {}: plan (policy {}: {}; root {})",
         spec.name,
         spec.policy_name,
@@ -226,10 +226,10 @@ fn print_plan(spec: &Spec, plan: &[Outcome]) {
     );
     for o in plan {
         if o.changes.is_empty() {
-            println!("  {:<14} in place", o.step);
+            crate::outln!("  {:<14} in place", o.step);
         }
         for c in &o.changes {
-            println!("  {:<14} {c}", o.step);
+            crate::outln!("  {:<14} {c}", o.step);
         }
     }
 }
@@ -258,7 +258,7 @@ impl Reporter {
     /// A line for people; JSON mode keeps standard output to events.
     fn say(&self, line: &str) {
         if !self.json {
-            println!("{line}");
+            crate::outln!("{line}");
         }
     }
 
@@ -271,7 +271,7 @@ impl Reporter {
                 "changed": o.changed(),
                 "changes": o.changes,
             });
-            println!("{event}");
+            crate::outln!("{event}");
         } else {
             progress(o);
         }
@@ -288,7 +288,7 @@ impl Reporter {
                 "changed": changed_steps > 0,
                 "changed_steps": changed_steps,
             });
-            println!("{event}");
+            crate::outln!("{event}");
         }
     }
 
@@ -303,10 +303,10 @@ impl Reporter {
 
 fn progress(o: &Outcome) {
     if o.changes.is_empty() {
-        println!("  {:<14} unchanged", o.step);
+        crate::outln!("  {:<14} unchanged", o.step);
     }
     for c in &o.changes {
-        println!("  {:<14} {c}", o.step);
+        crate::outln!("  {:<14} {c}", o.step);
     }
 }
 
@@ -331,7 +331,7 @@ pub fn status(args: &StatusArgs) -> Result<()> {
     let s = status::collect(&root, &name, !args.no_systemd)?;
     if args.json {
         let text = serde_json::to_string_pretty(&s).map_err(|e| Error::io("encode status", "stdout", e.into()))?;
-        println!("{text}");
+        crate::outln!("{text}");
     } else {
         status::print_table(&s);
     }
@@ -349,16 +349,21 @@ pub fn log(args: &LogArgs) -> Result<()> {
     for e in &entries {
         if args.json {
             let line = serde_json::to_string(e).map_err(|err| Error::io("encode entry", "stdout", err.into()))?;
-            println!("{line}");
+            crate::outln!("{line}");
         } else {
-            println!(
+            crate::outln!(
                 "{}  {:<12} {:<10} {:<7} {:<14} {}",
-                e.time, e.sandbox, e.by, e.action, e.step, e.change
+                e.time,
+                e.sandbox,
+                e.by,
+                e.action,
+                e.step,
+                e.change
             );
         }
     }
     if entries.is_empty() && !args.json {
-        println!("no entries in {}", audit::path(&root).display());
+        crate::outln!("no entries in {}", audit::path(&root).display());
     }
     Ok(())
 }
@@ -372,7 +377,7 @@ fn confirm(question: &str) -> Result<()> {
             "pass --non-interactive to run without asking",
         ));
     }
-    print!("{question} [y/N] ");
+    crate::out!("{question} [y/N] ");
     let _ = std::io::stdout().flush();
     let mut answer = String::new();
     stdin

@@ -398,3 +398,78 @@ fn a_foreign_namespace_with_our_name_exits_3() {
     );
     host.must(Ns::Host, &["umount", &path]);
 }
+
+/// `sandbox plan | head`: a reader that goes away is not a crash (it was
+/// a panic, exit 101), for every command that prints. Each command exits
+/// as it would have with the whole output read; `head -c0` leaves before
+/// the first line, `head -n1` after it.
+#[test]
+fn a_reader_that_goes_away_is_not_a_crash() {
+    let Some(host) = FakeHost::new() else { return };
+    host.setup_ok(&["--policy", "strict", "--dns", DNS_A]);
+    let root = host.root_str();
+    let commands: &[&[&str]] = &[
+        &[
+            "plan",
+            "--root",
+            root,
+            "--no-systemd",
+            "--policy",
+            "default",
+            "--dns",
+            DNS_A,
+        ],
+        &[
+            "plan",
+            "--root",
+            root,
+            "--no-systemd",
+            "--policy",
+            "strict",
+            "--format",
+            "markdown",
+        ],
+        &["setup", "--root", root, "--disable", "--dry-run"],
+        &["status", "--root", root, "--no-systemd"],
+        &["status", "--root", root, "--no-systemd", "--json"],
+        &["log", "--root", root],
+        &["man"],
+        &["completions", "bash"],
+    ];
+    for reader in ["head -n1", "head -c0"] {
+        let pipe = format!("set -o pipefail; \"$0\" \"$@\" | {reader}");
+        for args in commands {
+            let whole = host.sandbox(args);
+            let run = host.sandbox_with(&["bash", "-c", &pipe], &[], args);
+            assert!(
+                !run.stderr.contains("panicked") && !run.stderr.contains("Broken pipe"),
+                "| {reader}:\n{run}"
+            );
+            assert_ne!(run.code, 101, "| {reader}:\n{run}");
+            assert_eq!(
+                run.code, whole.code,
+                "| {reader}: not the exit code of a whole read\n{run}\n{whole}"
+            );
+        }
+    }
+    // A setup whose reader left still finishes: stopping halfway would
+    // leave the host half-changed.
+    let args = [
+        "setup",
+        "--root",
+        root,
+        "--no-systemd",
+        "--non-interactive",
+        "--policy",
+        "default",
+        "--dns",
+        DNS_A,
+    ];
+    let run = host.sandbox_with(&["bash", "-c", "set -o pipefail; \"$0\" \"$@\" | head -c0"], &[], &args);
+    assert_eq!(run.code, 0, "{run}");
+    let again = host.setup_ok(&["--policy", "default", "--dns", DNS_A]);
+    assert!(
+        again.stdout.contains("nothing changed"),
+        "the piped setup converged:\n{again}"
+    );
+}
