@@ -79,12 +79,18 @@ pub fn run(args: &SetupArgs) -> Result<()> {
     let mut audit = AuditLog::open(&spec.root, &name)?;
     let mut audit_failed = None;
     crate::outln!("sandbox {name}: re-creating the network (policy {})", spec.policy_name);
+    let before = state.steps.clone();
+    let mut said = Vec::new();
     let done = engine::apply_all(&steps, &spec, &store, &mut state, &mut |o| {
+        if o.changed() {
+            said.push(o.step.to_string());
+        }
         progress(o);
         if let Err(e) = audit.record("boot", o) {
             audit_failed.get_or_insert(e);
         }
-    })?;
+    })
+    .map_err(|e| e.after_changes(&crate::run::touched(&said, &before, &state.steps)))?;
     if let Some(e) = audit_failed {
         return Err(e);
     }

@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::preflight;
 use crate::report::{self, Format, Report};
 use crate::spec::{self, Spec};
-use crate::state::Store;
+use crate::state::{StepRecord, Store};
 use crate::status;
 use crate::steps;
 
@@ -62,7 +62,15 @@ pub fn setup(args: &SetupArgs) -> Result<()> {
         spec.policy_name,
         spec.root.0.display()
     ));
-    let done = engine::apply_all(&steps, &spec, &store, &mut state, &mut |o| report.step(o));
+    let before = state.steps.clone();
+    let mut said = Vec::new();
+    let done = engine::apply_all(&steps, &spec, &store, &mut state, &mut |o| {
+        if o.changed() {
+            said.push(o.step.to_string());
+        }
+        report.step(o)
+    });
+    let done = done.map_err(|e| e.after_changes(&touched(&said, &before, &state.steps)));
     report.finish(done.as_ref().err())?;
     let done = done?;
     let changed = done.iter().filter(|o| o.changed()).count();
@@ -113,7 +121,14 @@ fn disable(args: &SetupArgs) -> Result<()> {
         root: root.clone(),
         purge: args.purge,
     };
-    let done = engine::revert_all(&steps, &undo, &store, &mut state, &mut |o| report.step(o));
+    let mut said = Vec::new();
+    let done = engine::revert_all(&steps, &undo, &store, &mut state, &mut |o| {
+        if o.changed() {
+            said.push(o.step.to_string());
+        }
+        report.step(o)
+    });
+    let done = done.map_err(|e| e.after_changes(&said));
     report.finish(done.as_ref().err())?;
     let done = done?;
     store.remove(&state)?;
@@ -159,7 +174,12 @@ fn sweep(args: &SetupArgs, name: &str, root: &spec::Root, steps: &[Box<dyn engin
             audit.record("sweep", o)?;
         }
     }
-    done?;
+    let said: Vec<String> = found
+        .iter()
+        .filter(|o| o.changed())
+        .map(|o| o.step.to_string())
+        .collect();
+    done.map_err(|e| e.after_changes(&said))?;
     store.remove_all()?;
     if found.is_empty() {
         crate::outln!(
@@ -173,6 +193,21 @@ fn sweep(args: &SetupArgs, name: &str, root: &spec::Root, steps: &[Box<dyn engin
         );
     }
     Ok(())
+}
+
+/// The steps that changed the host in a run: those that said so, and any
+/// whose record the run wrote or rewrote. Records are written ahead of a
+/// change, so a step that failed halfway is among them. A failure after
+/// any of these exits 1, never 2 or 3 ("nothing was changed").
+pub(crate) fn touched(said: &[String], before: &[StepRecord], after: &[StepRecord]) -> Vec<String> {
+    let mut out = said.to_vec();
+    for r in after {
+        let kept = before.iter().any(|b| b.id == r.id && b.data == r.data);
+        if !kept && !out.contains(&r.id) {
+            out.push(r.id.clone());
+        }
+    }
+    out
 }
 
 fn refuse_unprivileged() -> Result<()> {
@@ -392,5 +427,33 @@ fn confirm(question: &str) -> Result<()> {
             "not confirmed",
             "answer y to proceed, or pass --non-interactive",
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(id: &str, data: serde_json::Value) -> StepRecord {
+        StepRecord {
+            id: id.into(),
+            done: true,
+            data,
+        }
+    }
+
+    #[test]
+    fn a_step_is_touched_when_it_said_so_or_its_record_was_written() {
+        let before = vec![rec("user", serde_json::json!({"created": true}))];
+        // A re-run that rewrote nothing and said nothing touched nothing.
+        assert!(touched(&[], &before, &before.clone()).is_empty());
+        // A step under way wrote its record ahead of a change, then failed.
+        let after = vec![
+            before[0].clone(),
+            rec("netns", serde_json::json!({"made": "/run/netns"})),
+        ];
+        assert_eq!(touched(&[], &before, &after), ["netns"]);
+        let rewritten = vec![rec("user", serde_json::json!({"created": false}))];
+        assert_eq!(touched(&["dns".into()], &before, &rewritten), ["dns", "user"]);
     }
 }
