@@ -35,6 +35,7 @@ const LOCK_WAIT: Duration = Duration::from_secs(60);
 
 pub fn run(args: &SetupArgs) -> Result<()> {
     let (name, root) = spec::disable_target(args)?;
+    crate::run::refuse_unprivileged("setup --boot")?;
     let Some(previous) = Store::peek(&root, &name)? else {
         crate::outln!(
             "sandbox {name}: no state record under {}: nothing to re-create",

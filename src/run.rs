@@ -28,10 +28,9 @@ pub fn setup(args: &SetupArgs) -> Result<()> {
     let spec = Spec::from_args(args)?;
     let steps = steps::all();
     // Before reading the record: it is root's, and "permission denied" on
-    // it would hide the real problem.
-    if !args.dry_run {
-        refuse_unprivileged()?;
-    }
+    // it would hide the real problem. A plan too: without root it can read
+    // neither the record nor the tables, and would plan wrongly.
+    refuse_unprivileged(if args.dry_run { "plan" } else { "setup" })?;
     let previous = Store::peek(&spec.root, &spec.name)?;
     if args.dry_run {
         return dry_run(&spec, &steps, previous.as_ref(), args.format.unwrap_or(Format::Text));
@@ -40,9 +39,7 @@ pub fn setup(args: &SetupArgs) -> Result<()> {
     if !problems.is_empty() {
         return Err(Error::Preflight { problems });
     }
-    for w in crate::steps::units::warnings(&spec) {
-        crate::errln!("warning: {w}");
-    }
+    warn(&spec);
     if !args.non_interactive {
         let plan = engine::plan_all(&steps, &spec, previous.as_ref());
         print_plan(&spec, &plan);
@@ -89,9 +86,7 @@ pub fn setup(args: &SetupArgs) -> Result<()> {
 fn disable(args: &SetupArgs) -> Result<()> {
     let (name, root) = spec::disable_target(args)?;
     let steps = steps::all();
-    if !args.dry_run {
-        refuse_unprivileged()?;
-    }
+    refuse_unprivileged("setup --disable")?;
     // No record, or one from a run that never reached its first step:
     // sweep what is named after this sandbox and carries our mark.
     let Some(previous) = Store::peek(&root, &name)?.filter(|p| !p.steps.is_empty()) else {
@@ -210,12 +205,22 @@ pub(crate) fn touched(said: &[String], before: &[StepRecord], after: &[StepRecor
     out
 }
 
-fn refuse_unprivileged() -> Result<()> {
-    let problems = preflight::privileges();
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        Err(Error::Preflight { problems })
+/// Not root (or capabilities missing): exit 3, saying to run `command`
+/// with sudo. One problem is said as it is, not as a preflight list.
+pub(crate) fn refuse_unprivileged(command: &str) -> Result<()> {
+    let mut problems = preflight::privileges(command);
+    match problems.len() {
+        0 => Ok(()),
+        1 => Err(problems.remove(0)),
+        _ => Err(Error::Preflight { problems }),
+    }
+}
+
+/// What will keep the units from running (a missing program, say),
+/// once per run, on standard error.
+fn warn(spec: &Spec) {
+    for w in crate::steps::units::warnings(spec) {
+        crate::errln!("warning: {w}");
     }
 }
 
@@ -225,6 +230,7 @@ fn dry_run(
     previous: Option<&crate::state::State>,
     format: Format,
 ) -> Result<()> {
+    warn(spec);
     let changes = engine::plan_all(steps, spec, previous);
     let unchanged = changes.iter().all(|o| !o.changed());
     let r = Report {
@@ -362,7 +368,7 @@ pub fn plan(args: &SetupArgs) -> Result<()> {
 /// `sandbox status`: a table (or JSON); unhealthy is exit code 6.
 pub fn status(args: &StatusArgs) -> Result<()> {
     let (name, root) = spec::target(&args.name, &args.root)?;
-    refuse_unprivileged()?;
+    refuse_unprivileged("status")?;
     let s = status::collect(&root, &name, !args.no_systemd)?;
     if args.json {
         let text = serde_json::to_string_pretty(&s).map_err(|e| Error::io("encode status", "stdout", e.into()))?;
@@ -380,6 +386,8 @@ pub fn status(args: &StatusArgs) -> Result<()> {
 /// `sandbox log`: the audit trail, oldest first.
 pub fn log(args: &LogArgs) -> Result<()> {
     let root = spec::target("sandbox", &args.root)?.1;
+    // The audit log is root's alone (0600).
+    refuse_unprivileged("log")?;
     let entries = audit::read(&root, args.name.as_deref())?;
     for e in &entries {
         if args.json {

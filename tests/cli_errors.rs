@@ -177,6 +177,62 @@ fn not_root_exits_3_when_a_sandbox_exists() {
     let disable = ["setup", "--root", host.root_str(), "--disable", "--non-interactive"];
     let run = host.sandbox_with(&nobody, &[], &disable);
     assert_refused(&host, &installed, &run, 3, &["not root", "sudo"]);
+
+    // Every command that needs root says so, with the command to re-run
+    // (a plan used to exit 0 with a plan made blind, and `log` to fail
+    // reading its file).
+    let root = host.root_str();
+    let commands: &[(&[&str], &str)] = &[
+        (&["status", "--root", root], "sudo sandbox status"),
+        (&["log", "--root", root], "sudo sandbox log"),
+        (&["plan", "--root", root, "--policy", "strict"], "sudo sandbox plan"),
+        (&["setup", "--root", root, "--dry-run"], "sudo sandbox plan"),
+        (
+            &["setup", "--root", root, "--disable", "--dry-run"],
+            "sudo sandbox setup --disable",
+        ),
+        (&["setup", "--root", root, "--boot"], "sudo sandbox setup --boot"),
+    ];
+    for (args, says) in commands {
+        let run = host.sandbox_with(&nobody, &[], args);
+        assert_refused(&host, &installed, &run, 3, &["not root", "run it with sudo", says]);
+        assert!(
+            !run.stderr.contains("preflight found"),
+            "one problem, said as it is:\n{run}"
+        );
+    }
+}
+
+/// A warning (a program the units need is missing) is said once, with
+/// one "warning:", on standard error; it is not a change.
+#[test]
+fn each_warning_is_said_once() {
+    let Some(host) = FakeHost::new() else { return };
+    let missing = "/opt/nowhere/openclaw";
+    let run = host.setup_ok(&["--policy", "strict", "--dns", DNS_A, "--agent-bin", missing]);
+    assert!(!run.stderr.contains("warning: warning:"), "{run}");
+    let said = format!("warning: the agent program {missing} is missing");
+    assert_eq!(run.stderr.matches(&said).count(), 1, "{run}");
+    assert!(
+        !run.stdout.contains(missing),
+        "not a progress line (nor an audit entry):\n{run}"
+    );
+    let args = [
+        "plan",
+        "--root",
+        host.root_str(),
+        "--no-systemd",
+        "--policy",
+        "default",
+        "--dns",
+        DNS_A,
+        "--agent-bin",
+        missing,
+    ];
+    let plan = host.sandbox(&args);
+    assert_eq!(plan.code, 0, "{plan}");
+    assert_eq!(plan.stderr.matches(&said).count(), 1, "{plan}");
+    assert!(!plan.stderr.contains("warning: warning:"), "{plan}");
 }
 
 #[test]
