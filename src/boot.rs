@@ -35,8 +35,9 @@ const LOCK_WAIT: Duration = Duration::from_secs(60);
 
 pub fn run(args: &SetupArgs) -> Result<()> {
     let (name, root) = spec::disable_target(args)?;
+    crate::run::refuse_unprivileged("setup --boot")?;
     let Some(previous) = Store::peek(&root, &name)? else {
-        println!(
+        crate::outln!(
             "sandbox {name}: no state record under {}: nothing to re-create",
             root.state_dir(&name).display()
         );
@@ -58,16 +59,16 @@ pub fn run(args: &SetupArgs) -> Result<()> {
         .collect();
     let plan = engine::plan_all(&steps, &spec, Some(&previous));
     if plan.iter().all(|o| !o.changed()) {
-        println!("sandbox {name}: network in place (namespace {})", spec.net.netns);
+        crate::outln!("sandbox {name}: network in place (namespace {})", spec.net.netns);
         return Ok(());
     }
     if args.dry_run {
         for o in &plan {
             for c in &o.changes {
-                println!("  {:<14} {c}", o.step);
+                crate::outln!("  {:<14} {c}", o.step);
             }
         }
-        println!("(dry run: nothing was changed)");
+        crate::outln!("(dry run: nothing was changed)");
         return Ok(());
     }
     let problems = preflight::for_setup(&spec, Some(&previous));
@@ -78,18 +79,24 @@ pub fn run(args: &SetupArgs) -> Result<()> {
     // Every change goes to the audit log (`sandbox log`), as setup's do.
     let mut audit = AuditLog::open(&spec.root, &name)?;
     let mut audit_failed = None;
-    println!("sandbox {name}: re-creating the network (policy {})", spec.policy_name);
+    crate::outln!("sandbox {name}: re-creating the network (policy {})", spec.policy_name);
+    let before = state.steps.clone();
+    let mut said = Vec::new();
     let done = engine::apply_all(&steps, &spec, &store, &mut state, &mut |o| {
+        if o.changed() {
+            said.push(o.step.to_string());
+        }
         progress(o);
         if let Err(e) = audit.record("boot", o) {
             audit_failed.get_or_insert(e);
         }
-    })?;
+    })
+    .map_err(|e| e.after_changes(&crate::run::touched(&said, &before, &state.steps)))?;
     if let Some(e) = audit_failed {
         return Err(e);
     }
     let changed = done.iter().filter(|o| o.changed()).count();
-    println!("done: {changed} of {} network steps changed", done.len());
+    crate::outln!("done: {changed} of {} network steps changed", done.len());
     Ok(())
 }
 
@@ -107,7 +114,7 @@ fn lock(root: &spec::Root, name: &str) -> Result<(Store, crate::state::State)> {
 
 fn progress(o: &Outcome) {
     for c in &o.changes {
-        println!("  {:<14} {c}", o.step);
+        crate::outln!("  {:<14} {c}", o.step);
     }
 }
 

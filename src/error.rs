@@ -54,6 +54,15 @@ pub enum Error {
     },
     #[error("state record {path}: {cause}\n  fix: {fix}")]
     State { path: PathBuf, cause: String, fix: String },
+    /// A run failed after it had changed the host, whatever the cause:
+    /// exit 1, since 2 and 3 promise that nothing was changed.
+    #[error("{source}\n  note: this run had already changed the host ({}); re-run it to converge, or undo with `sudo sandbox setup --disable`", changed.join(", "))]
+    AfterChanges {
+        /// The steps that changed something (or were under way).
+        changed: Vec<String>,
+        #[source]
+        source: Box<Error>,
+    },
 }
 
 impl Error {
@@ -89,6 +98,18 @@ impl Error {
         }
     }
 
+    /// This error, from a run in which `changed` steps had changed the
+    /// host (none: the error as it is).
+    pub fn after_changes(self, changed: &[String]) -> Self {
+        if changed.is_empty() || matches!(self, Error::AfterChanges { .. }) {
+            return self;
+        }
+        Error::AfterChanges {
+            changed: changed.to_vec(),
+            source: Box::new(self),
+        }
+    }
+
     /// Exit codes are part of the operator interface (README, "Exit codes").
     pub fn exit_code(&self) -> i32 {
         match self {
@@ -98,9 +119,47 @@ impl Error {
             Error::Unhealthy { .. } => 6,
             Error::State { .. } => 5,
             Error::Step { source, .. } => source.exit_code(),
-            Error::Io { .. } | Error::Netlink { .. } | Error::Nft { .. } | Error::Systemd { .. } => 1,
+            Error::Io { .. }
+            | Error::Netlink { .. }
+            | Error::Nft { .. }
+            | Error::Systemd { .. }
+            | Error::AfterChanges { .. } => 1,
         }
     }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failure_after_a_change_exits_1_whatever_its_cause() {
+        let refused = || Error::Step {
+            step: "openclaw",
+            op: "apply",
+            source: Box::new(Error::host(
+                "openclaw.json",
+                "master_key not found",
+                "run openclaw once",
+            )),
+        };
+        assert_eq!(refused().exit_code(), 3, "nothing changed: the host is not fit");
+        let after = refused().after_changes(&["user".into(), "netns".into()]);
+        assert_eq!(after.exit_code(), 1);
+        let text = after.to_string();
+        assert!(
+            text.starts_with("step openclaw (apply): openclaw.json: master_key not found"),
+            "{text}"
+        );
+        assert!(text.contains("already changed the host (user, netns)"), "{text}");
+        assert_eq!(
+            Error::input("x", "y", "z").after_changes(&["dns".into()]).exit_code(),
+            1
+        );
+        assert_eq!(Error::input("x", "y", "z").after_changes(&[]).exit_code(), 2);
+        let twice = refused().after_changes(&["a".into()]).after_changes(&["b".into()]);
+        assert!(twice.to_string().matches("note:").count() == 1, "{twice}");
+    }
+}

@@ -13,6 +13,7 @@ pub mod fault;
 pub mod firewall;
 pub mod inventory;
 pub mod originals;
+pub mod out;
 pub mod policy;
 pub mod preflight;
 pub mod report;

@@ -20,7 +20,9 @@ const NEEDED: &[(Capability, &str)] = &[
     (Capability::CAP_SYS_ADMIN, "mount and enter the network namespace"),
 ];
 
-pub fn privileges() -> Vec<Error> {
+/// Linux, root and the capabilities; `command` (`setup`, `status`, ...)
+/// goes into the fix, so it says exactly what to run.
+pub fn privileges(command: &str) -> Vec<Error> {
     let mut problems = Vec::new();
     if std::env::consts::OS != "linux" {
         problems.push(Error::host(
@@ -34,7 +36,7 @@ pub fn privileges() -> Vec<Error> {
         problems.push(Error::host(
             "user",
             format!("running as uid {}, not root", nix::unistd::geteuid()),
-            "run it with sudo: sudo sandbox setup ...",
+            format!("run it with sudo: sudo sandbox {command} ..."),
         ));
         return problems;
     }
@@ -57,7 +59,7 @@ pub fn privileges() -> Vec<Error> {
 }
 
 pub fn for_setup(spec: &Spec, state: Option<&State>) -> Vec<Error> {
-    let mut problems = privileges();
+    let mut problems = privileges("setup");
     if !problems.is_empty() {
         return problems;
     }

@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::preflight;
 use crate::report::{self, Format, Report};
 use crate::spec::{self, Spec};
-use crate::state::Store;
+use crate::state::{StepRecord, Store};
 use crate::status;
 use crate::steps;
 
@@ -28,10 +28,9 @@ pub fn setup(args: &SetupArgs) -> Result<()> {
     let spec = Spec::from_args(args)?;
     let steps = steps::all();
     // Before reading the record: it is root's, and "permission denied" on
-    // it would hide the real problem.
-    if !args.dry_run {
-        refuse_unprivileged()?;
-    }
+    // it would hide the real problem. A plan too: without root it can read
+    // neither the record nor the tables, and would plan wrongly.
+    refuse_unprivileged(if args.dry_run { "plan" } else { "setup" })?;
     let previous = Store::peek(&spec.root, &spec.name)?;
     if args.dry_run {
         return dry_run(&spec, &steps, previous.as_ref(), args.format.unwrap_or(Format::Text));
@@ -40,14 +39,12 @@ pub fn setup(args: &SetupArgs) -> Result<()> {
     if !problems.is_empty() {
         return Err(Error::Preflight { problems });
     }
-    for w in crate::steps::units::warnings(&spec) {
-        eprintln!("warning: {w}");
-    }
+    warn(&spec);
     if !args.non_interactive {
         let plan = engine::plan_all(&steps, &spec, previous.as_ref());
         print_plan(&spec, &plan);
         if plan.iter().all(|o| !o.changed()) {
-            println!("nothing to change: sandbox {} is in place", spec.name);
+            crate::outln!("nothing to change: sandbox {} is in place", spec.name);
             return Ok(());
         }
         confirm("Apply these changes?")?;
@@ -62,7 +59,15 @@ pub fn setup(args: &SetupArgs) -> Result<()> {
         spec.policy_name,
         spec.root.0.display()
     ));
-    let done = engine::apply_all(&steps, &spec, &store, &mut state, &mut |o| report.step(o));
+    let before = state.steps.clone();
+    let mut said = Vec::new();
+    let done = engine::apply_all(&steps, &spec, &store, &mut state, &mut |o| {
+        if o.changed() {
+            said.push(o.step.to_string());
+        }
+        report.step(o)
+    });
+    let done = done.map_err(|e| e.after_changes(&touched(&said, &before, &state.steps)));
     report.finish(done.as_ref().err())?;
     let done = done?;
     let changed = done.iter().filter(|o| o.changed()).count();
@@ -81,18 +86,16 @@ pub fn setup(args: &SetupArgs) -> Result<()> {
 fn disable(args: &SetupArgs) -> Result<()> {
     let (name, root) = spec::disable_target(args)?;
     let steps = steps::all();
-    if !args.dry_run {
-        refuse_unprivileged()?;
-    }
+    refuse_unprivileged("setup --disable")?;
     // No record, or one from a run that never reached its first step:
     // sweep what is named after this sandbox and carries our mark.
     let Some(previous) = Store::peek(&root, &name)?.filter(|p| !p.steps.is_empty()) else {
         return sweep(args, &name, &root, &steps);
     };
     if args.dry_run {
-        println!("sandbox {name}: --disable would revert, in this order:");
+        crate::outln!("sandbox {name}: --disable would revert, in this order:");
         for step in steps.iter().rev().filter(|s| previous.get(s.id()).is_some()) {
-            println!("  {:<14} revert", step.id());
+            crate::outln!("  {:<14} revert", step.id());
         }
         return Ok(());
     }
@@ -103,7 +106,7 @@ fn disable(args: &SetupArgs) -> Result<()> {
             .map(|s| s.id())
             .filter(|id| previous.get(id).is_some())
             .collect();
-        println!("sandbox {name}: --disable reverts {}", ids.join(", "));
+        crate::outln!("sandbox {name}: --disable reverts {}", ids.join(", "));
         confirm("Take the sandbox away?")?;
     }
     let (store, mut state) = Store::open(&root, &name)?;
@@ -113,7 +116,14 @@ fn disable(args: &SetupArgs) -> Result<()> {
         root: root.clone(),
         purge: args.purge,
     };
-    let done = engine::revert_all(&steps, &undo, &store, &mut state, &mut |o| report.step(o));
+    let mut said = Vec::new();
+    let done = engine::revert_all(&steps, &undo, &store, &mut state, &mut |o| {
+        if o.changed() {
+            said.push(o.step.to_string());
+        }
+        report.step(o)
+    });
+    let done = done.map_err(|e| e.after_changes(&said));
     report.finish(done.as_ref().err())?;
     let done = done?;
     store.remove(&state)?;
@@ -132,7 +142,7 @@ fn disable(args: &SetupArgs) -> Result<()> {
 fn sweep(args: &SetupArgs, name: &str, root: &spec::Root, steps: &[Box<dyn engine::Step>]) -> Result<()> {
     let dir = root.state_dir(name);
     if args.dry_run {
-        println!(
+        crate::outln!(
             "sandbox {name}: no state record under {}: --disable would remove what is named after it \
              and carries our mark (namespace, veth, nft table, DNS files)",
             dir.display()
@@ -140,7 +150,7 @@ fn sweep(args: &SetupArgs, name: &str, root: &spec::Root, steps: &[Box<dyn engin
         return Ok(());
     }
     if !args.non_interactive {
-        println!("sandbox {name}: no state record; --disable removes what is named after it and carries our mark");
+        crate::outln!("sandbox {name}: no state record; --disable removes what is named after it and carries our mark");
         confirm("Sweep?")?;
     }
     let (store, _state) = Store::open(root, name)?;
@@ -159,15 +169,20 @@ fn sweep(args: &SetupArgs, name: &str, root: &spec::Root, steps: &[Box<dyn engin
             audit.record("sweep", o)?;
         }
     }
-    done?;
+    let said: Vec<String> = found
+        .iter()
+        .filter(|o| o.changed())
+        .map(|o| o.step.to_string())
+        .collect();
+    done.map_err(|e| e.after_changes(&said))?;
     store.remove_all()?;
     if found.is_empty() {
-        println!(
+        crate::outln!(
             "sandbox {name}: no state record under {}: nothing to disable",
             dir.display()
         );
     } else {
-        println!(
+        crate::outln!(
             "done: no state record, so what carries our mark was swept; kept: the user and the files \
              in its home (their hashes were in the record, so they cannot be told from your edits)"
         );
@@ -175,12 +190,37 @@ fn sweep(args: &SetupArgs, name: &str, root: &spec::Root, steps: &[Box<dyn engin
     Ok(())
 }
 
-fn refuse_unprivileged() -> Result<()> {
-    let problems = preflight::privileges();
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        Err(Error::Preflight { problems })
+/// The steps that changed the host in a run: those that said so, and any
+/// whose record the run wrote or rewrote. Records are written ahead of a
+/// change, so a step that failed halfway is among them. A failure after
+/// any of these exits 1, never 2 or 3 ("nothing was changed").
+pub(crate) fn touched(said: &[String], before: &[StepRecord], after: &[StepRecord]) -> Vec<String> {
+    let mut out = said.to_vec();
+    for r in after {
+        let kept = before.iter().any(|b| b.id == r.id && b.data == r.data);
+        if !kept && !out.contains(&r.id) {
+            out.push(r.id.clone());
+        }
+    }
+    out
+}
+
+/// Not root (or capabilities missing): exit 3, saying to run `command`
+/// with sudo. One problem is said as it is, not as a preflight list.
+pub(crate) fn refuse_unprivileged(command: &str) -> Result<()> {
+    let mut problems = preflight::privileges(command);
+    match problems.len() {
+        0 => Ok(()),
+        1 => Err(problems.remove(0)),
+        _ => Err(Error::Preflight { problems }),
+    }
+}
+
+/// What will keep the units from running (a missing program, say),
+/// once per run, on standard error.
+fn warn(spec: &Spec) {
+    for w in crate::steps::units::warnings(spec) {
+        crate::errln!("warning: {w}");
     }
 }
 
@@ -190,6 +230,7 @@ fn dry_run(
     previous: Option<&crate::state::State>,
     format: Format,
 ) -> Result<()> {
+    warn(spec);
     let changes = engine::plan_all(steps, spec, previous);
     let unchanged = changes.iter().all(|o| !o.changed());
     let r = Report {
@@ -206,18 +247,18 @@ fn dry_run(
             .map(|p| p.to_string())
             .collect(),
     };
-    print!("{}", report::render(&r, format));
+    crate::out!("{}", report::render(&r, format));
     if format == Format::Text {
         if unchanged {
-            println!("\nnothing to change");
+            crate::outln!("\nnothing to change");
         }
-        println!("(dry run: nothing was changed)");
+        crate::outln!("(dry run: nothing was changed)");
     }
     Ok(())
 }
 
 fn print_plan(spec: &Spec, plan: &[Outcome]) {
-    println!(
+    crate::outln!(
         "sandbox {}: plan (policy {}: {}; root {})",
         spec.name,
         spec.policy_name,
@@ -226,10 +267,10 @@ fn print_plan(spec: &Spec, plan: &[Outcome]) {
     );
     for o in plan {
         if o.changes.is_empty() {
-            println!("  {:<14} in place", o.step);
+            crate::outln!("  {:<14} in place", o.step);
         }
         for c in &o.changes {
-            println!("  {:<14} {c}", o.step);
+            crate::outln!("  {:<14} {c}", o.step);
         }
     }
 }
@@ -258,7 +299,7 @@ impl Reporter {
     /// A line for people; JSON mode keeps standard output to events.
     fn say(&self, line: &str) {
         if !self.json {
-            println!("{line}");
+            crate::outln!("{line}");
         }
     }
 
@@ -271,7 +312,7 @@ impl Reporter {
                 "changed": o.changed(),
                 "changes": o.changes,
             });
-            println!("{event}");
+            crate::outln!("{event}");
         } else {
             progress(o);
         }
@@ -288,7 +329,7 @@ impl Reporter {
                 "changed": changed_steps > 0,
                 "changed_steps": changed_steps,
             });
-            println!("{event}");
+            crate::outln!("{event}");
         }
     }
 
@@ -303,10 +344,10 @@ impl Reporter {
 
 fn progress(o: &Outcome) {
     if o.changes.is_empty() {
-        println!("  {:<14} unchanged", o.step);
+        crate::outln!("  {:<14} unchanged", o.step);
     }
     for c in &o.changes {
-        println!("  {:<14} {c}", o.step);
+        crate::outln!("  {:<14} {c}", o.step);
     }
 }
 
@@ -327,11 +368,11 @@ pub fn plan(args: &SetupArgs) -> Result<()> {
 /// `sandbox status`: a table (or JSON); unhealthy is exit code 6.
 pub fn status(args: &StatusArgs) -> Result<()> {
     let (name, root) = spec::target(&args.name, &args.root)?;
-    refuse_unprivileged()?;
+    refuse_unprivileged("status")?;
     let s = status::collect(&root, &name, !args.no_systemd)?;
     if args.json {
         let text = serde_json::to_string_pretty(&s).map_err(|e| Error::io("encode status", "stdout", e.into()))?;
-        println!("{text}");
+        crate::outln!("{text}");
     } else {
         status::print_table(&s);
     }
@@ -345,20 +386,27 @@ pub fn status(args: &StatusArgs) -> Result<()> {
 /// `sandbox log`: the audit trail, oldest first.
 pub fn log(args: &LogArgs) -> Result<()> {
     let root = spec::target("sandbox", &args.root)?.1;
+    // The audit log is root's alone (0600).
+    refuse_unprivileged("log")?;
     let entries = audit::read(&root, args.name.as_deref())?;
     for e in &entries {
         if args.json {
             let line = serde_json::to_string(e).map_err(|err| Error::io("encode entry", "stdout", err.into()))?;
-            println!("{line}");
+            crate::outln!("{line}");
         } else {
-            println!(
+            crate::outln!(
                 "{}  {:<12} {:<10} {:<7} {:<14} {}",
-                e.time, e.sandbox, e.by, e.action, e.step, e.change
+                e.time,
+                e.sandbox,
+                e.by,
+                e.action,
+                e.step,
+                e.change
             );
         }
     }
     if entries.is_empty() && !args.json {
-        println!("no entries in {}", audit::path(&root).display());
+        crate::outln!("no entries in {}", audit::path(&root).display());
     }
     Ok(())
 }
@@ -372,7 +420,7 @@ fn confirm(question: &str) -> Result<()> {
             "pass --non-interactive to run without asking",
         ));
     }
-    print!("{question} [y/N] ");
+    crate::out!("{question} [y/N] ");
     let _ = std::io::stdout().flush();
     let mut answer = String::new();
     stdin
@@ -387,5 +435,33 @@ fn confirm(question: &str) -> Result<()> {
             "not confirmed",
             "answer y to proceed, or pass --non-interactive",
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(id: &str, data: serde_json::Value) -> StepRecord {
+        StepRecord {
+            id: id.into(),
+            done: true,
+            data,
+        }
+    }
+
+    #[test]
+    fn a_step_is_touched_when_it_said_so_or_its_record_was_written() {
+        let before = vec![rec("user", serde_json::json!({"created": true}))];
+        // A re-run that rewrote nothing and said nothing touched nothing.
+        assert!(touched(&[], &before, &before.clone()).is_empty());
+        // A step under way wrote its record ahead of a change, then failed.
+        let after = vec![
+            before[0].clone(),
+            rec("netns", serde_json::json!({"made": "/run/netns"})),
+        ];
+        assert_eq!(touched(&[], &before, &after), ["netns"]);
+        let rewritten = vec![rec("user", serde_json::json!({"created": false}))];
+        assert_eq!(touched(&["dns".into()], &before, &rewritten), ["dns", "user"]);
     }
 }

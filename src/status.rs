@@ -272,25 +272,29 @@ fn units(spec: &Spec) -> Vec<Check> {
 
 pub fn print_table(s: &Status) {
     let verdict = if s.healthy { "healthy" } else { "UNHEALTHY" };
-    println!("sandbox {}: {verdict} (policy {})", s.name, s.policy);
+    crate::outln!("sandbox {}: {verdict} (policy {})", s.name, s.policy);
     for c in &s.checks {
         let mark = if c.ok { "ok  " } else { "FAIL" };
-        println!("  {mark}  {:<14} {}", c.check, c.detail);
+        crate::outln!("  {mark}  {:<14} {}", c.check, c.detail);
         if let Some(fix) = c.fix.as_ref().filter(|_| !c.ok) {
-            println!("        {:<14} fix: {fix}", "");
+            crate::outln!("        {:<14} fix: {fix}", "");
         }
     }
     if s.denials.is_empty() {
-        println!("refused connections: none counted");
+        crate::outln!("refused connections: none counted");
     } else {
-        println!("refused connections (last 24 h, most first):");
-        println!(
+        crate::outln!("refused connections (last 24 h, most first):");
+        crate::outln!(
             "  {:<6} {:<40} {:<5} {:>6} {:>8}",
-            "where", "destination", "proto", "port", "count"
+            "where",
+            "destination",
+            "proto",
+            "port",
+            "count"
         );
         for d in &s.denials {
             let layer = if d.layer == Where::Host { "host" } else { "netns" };
-            println!(
+            crate::outln!(
                 "  {layer:<6} {:<40} {:<5} {:>6} {:>8}",
                 d.dst.to_string(),
                 d.proto,

@@ -177,6 +177,62 @@ fn not_root_exits_3_when_a_sandbox_exists() {
     let disable = ["setup", "--root", host.root_str(), "--disable", "--non-interactive"];
     let run = host.sandbox_with(&nobody, &[], &disable);
     assert_refused(&host, &installed, &run, 3, &["not root", "sudo"]);
+
+    // Every command that needs root says so, with the command to re-run
+    // (a plan used to exit 0 with a plan made blind, and `log` to fail
+    // reading its file).
+    let root = host.root_str();
+    let commands: &[(&[&str], &str)] = &[
+        (&["status", "--root", root], "sudo sandbox status"),
+        (&["log", "--root", root], "sudo sandbox log"),
+        (&["plan", "--root", root, "--policy", "strict"], "sudo sandbox plan"),
+        (&["setup", "--root", root, "--dry-run"], "sudo sandbox plan"),
+        (
+            &["setup", "--root", root, "--disable", "--dry-run"],
+            "sudo sandbox setup --disable",
+        ),
+        (&["setup", "--root", root, "--boot"], "sudo sandbox setup --boot"),
+    ];
+    for (args, says) in commands {
+        let run = host.sandbox_with(&nobody, &[], args);
+        assert_refused(&host, &installed, &run, 3, &["not root", "run it with sudo", says]);
+        assert!(
+            !run.stderr.contains("preflight found"),
+            "one problem, said as it is:\n{run}"
+        );
+    }
+}
+
+/// A warning (a program the units need is missing) is said once, with
+/// one "warning:", on standard error; it is not a change.
+#[test]
+fn each_warning_is_said_once() {
+    let Some(host) = FakeHost::new() else { return };
+    let missing = "/opt/nowhere/openclaw";
+    let run = host.setup_ok(&["--policy", "strict", "--dns", DNS_A, "--agent-bin", missing]);
+    assert!(!run.stderr.contains("warning: warning:"), "{run}");
+    let said = format!("warning: the agent program {missing} is missing");
+    assert_eq!(run.stderr.matches(&said).count(), 1, "{run}");
+    assert!(
+        !run.stdout.contains(missing),
+        "not a progress line (nor an audit entry):\n{run}"
+    );
+    let args = [
+        "plan",
+        "--root",
+        host.root_str(),
+        "--no-systemd",
+        "--policy",
+        "default",
+        "--dns",
+        DNS_A,
+        "--agent-bin",
+        missing,
+    ];
+    let plan = host.sandbox(&args);
+    assert_eq!(plan.code, 0, "{plan}");
+    assert_eq!(plan.stderr.matches(&said).count(), 1, "{plan}");
+    assert!(!plan.stderr.contains("warning: warning:"), "{plan}");
 }
 
 #[test]
@@ -397,4 +453,79 @@ fn a_foreign_namespace_with_our_name_exits_3() {
         &["network namespace sandbox0", "no state record"],
     );
     host.must(Ns::Host, &["umount", &path]);
+}
+
+/// `sandbox plan | head`: a reader that goes away is not a crash (it was
+/// a panic, exit 101), for every command that prints. Each command exits
+/// as it would have with the whole output read; `head -c0` leaves before
+/// the first line, `head -n1` after it.
+#[test]
+fn a_reader_that_goes_away_is_not_a_crash() {
+    let Some(host) = FakeHost::new() else { return };
+    host.setup_ok(&["--policy", "strict", "--dns", DNS_A]);
+    let root = host.root_str();
+    let commands: &[&[&str]] = &[
+        &[
+            "plan",
+            "--root",
+            root,
+            "--no-systemd",
+            "--policy",
+            "default",
+            "--dns",
+            DNS_A,
+        ],
+        &[
+            "plan",
+            "--root",
+            root,
+            "--no-systemd",
+            "--policy",
+            "strict",
+            "--format",
+            "markdown",
+        ],
+        &["setup", "--root", root, "--disable", "--dry-run"],
+        &["status", "--root", root, "--no-systemd"],
+        &["status", "--root", root, "--no-systemd", "--json"],
+        &["log", "--root", root],
+        &["man"],
+        &["completions", "bash"],
+    ];
+    for reader in ["head -n1", "head -c0"] {
+        let pipe = format!("set -o pipefail; \"$0\" \"$@\" | {reader}");
+        for args in commands {
+            let whole = host.sandbox(args);
+            let run = host.sandbox_with(&["bash", "-c", &pipe], &[], args);
+            assert!(
+                !run.stderr.contains("panicked") && !run.stderr.contains("Broken pipe"),
+                "| {reader}:\n{run}"
+            );
+            assert_ne!(run.code, 101, "| {reader}:\n{run}");
+            assert_eq!(
+                run.code, whole.code,
+                "| {reader}: not the exit code of a whole read\n{run}\n{whole}"
+            );
+        }
+    }
+    // A setup whose reader left still finishes: stopping halfway would
+    // leave the host half-changed.
+    let args = [
+        "setup",
+        "--root",
+        root,
+        "--no-systemd",
+        "--non-interactive",
+        "--policy",
+        "default",
+        "--dns",
+        DNS_A,
+    ];
+    let run = host.sandbox_with(&["bash", "-c", "set -o pipefail; \"$0\" \"$@\" | head -c0"], &[], &args);
+    assert_eq!(run.code, 0, "{run}");
+    let again = host.setup_ok(&["--policy", "default", "--dns", DNS_A]);
+    assert!(
+        again.stdout.contains("nothing changed"),
+        "the piped setup converged:\n{again}"
+    );
 }

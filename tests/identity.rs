@@ -113,11 +113,14 @@ const ORIGINAL: &str =
 /// The first run stops at openclaw.json (nothing written there); then the
 /// file appears as OpenClaw would make it, owned by the sandbox user.
 fn first_setup(root: &Path) -> (u32, u32) {
+    // Exit 1, not 3: the run had changed the host (user, namespace,
+    // tables...) before it stopped, and 3 says nothing was changed.
     let t = fails(
         sandbox(root, &[]),
-        3,
+        1,
         "openclaw.json: master_key not found: OpenClaw never ran as the sandbox user",
     );
+    assert!(t.contains("note: this run had already changed the host (user, "), "{t}");
     assert!(
         t.contains("run `sudo -u sandbox openclaw --version` to materialize defaults, then re-run"),
         "{t}"
@@ -291,7 +294,7 @@ fn operator_edits_survive_rerun_preset_switch_and_disable() {
 #[test]
 fn symlink_ownership_and_malformed_openclaw_json_are_refused() {
     in_throwaway_host(|root| {
-        fails(sandbox(root, &[]), 3, "master_key not found");
+        fails(sandbox(root, &[]), 1, "master_key not found");
         let (uid, gid) = account(root, "sandbox").expect("user");
         let h = home(root);
         let dir = h.join(".openclaw");
@@ -316,11 +319,14 @@ fn symlink_ownership_and_malformed_openclaw_json_are_refused() {
         assert!(!dir.join("openclaw.json.bak").exists());
         fs::write(oc_json(root), ORIGINAL).expect("write");
 
-        // A link the agent planted where we make a directory is refused...
+        // A link the agent planted where we make a directory is refused
+        // (exit 1: the steps before it patched openclaw.json and wrote
+        // the scripts in this run)...
         let outside = root.join("outside");
         fs::create_dir(&outside).expect("outside");
         std::os::unix::fs::symlink(&outside, h.join(".claw")).expect("link");
-        fails(sandbox(root, &[]), 3, "symbolic link");
+        let t = fails(sandbox(root, &[]), 1, "symbolic link");
+        assert!(t.contains("already changed the host (openclaw, "), "{t}");
         assert_eq!(
             fs::read_dir(&outside).expect("ls").count(),
             0,

@@ -205,6 +205,33 @@ fn ipv6_is_closed_to_link_local_and_ula_addresses() {
     before.assert_restored(&host.snapshot(), "--disable after the IPv6 checks");
 }
 
+/// With the sandbox's own table gone, IPv6 to the host end is refused at
+/// once by the host's table, as IPv4 is. It used to hang 3 s: the host
+/// table refused the sandbox's neighbour solicitations too, so the
+/// connection died in neighbour discovery instead of at the refusal.
+#[test]
+fn ipv6_to_the_host_is_refused_at_once_without_the_sandbox_table() {
+    let Some(host) = FakeHost::new() else { return };
+    host.listen_tcp(Ns::Host, (Ipv6Addr::UNSPECIFIED, GATEWAY_PORT).into());
+    host.listen_tcp(Ns::Host, (Ipv6Addr::UNSPECIFIED, 2222).into());
+    host.setup_ok(&["--policy", "strict", "--dns", DNS_A]);
+    host.nft(Ns::Sandbox, &["delete", "table", "inet", TABLE]);
+    host.wait_for_dad(Ns::Sandbox, PEER_IF);
+    host.wait_for_dad(Ns::Host, HOST_IF);
+    let host_ll = host.link_local(Ns::Host, HOST_IF);
+    let scope = host.ifindex(Ns::Sandbox, PEER_IF);
+    for port in [GATEWAY_PORT, 2222] {
+        let to = SocketAddr::V6(SocketAddrV6::new(host_ll, port, 0, scope));
+        host.tcp(Ns::Sandbox, to).assert_refused_promptly();
+    }
+    let dns = SocketAddr::V6(SocketAddrV6::new(host_ll, 53, 0, scope));
+    host.udp(Ns::Sandbox, dns).assert_refused_promptly();
+    // The yardstick: IPv4 to a host port that is not the sidecar's.
+    host.listen_tcp(Ns::Host, (HOST_IP, 18971).into());
+    host.tcp(Ns::Sandbox, (HOST_IP, 18971)).assert_refused_promptly();
+    host.disable_ok();
+}
+
 // ---- 5: inbound -------------------------------------------------------------
 
 #[test]

@@ -167,6 +167,14 @@ pub fn host_table(spec: &Spec) -> Table {
             Verdict::Accept,
             "replies to the host's connections",
         ),
+        // Without it, IPv6 to the host (its link-local address) dies in
+        // neighbour discovery after 3 s instead of at the refusal below,
+        // once the sandbox's own table is gone. ARP passes the same way.
+        rule(
+            vec![Cond::InIf(veth.clone()), Cond::NeighbourDiscovery],
+            Verdict::Accept,
+            "IPv6 neighbour discovery, so IPv6 is refused at once, not left to time out",
+        ),
         rule(vec![Cond::InIf(veth.clone()), Cond::Ipv6], Verdict::Record, RECORD),
         rule(
             vec![Cond::InIf(veth.clone()), Cond::Ipv6],
@@ -386,6 +394,29 @@ mod tests {
         ] {
             assert!(ns.contains(want), "{want} missing:\n{ns}");
         }
+    }
+
+    #[test]
+    fn host_table_lets_neighbour_discovery_in_and_refuses_ipv6_by_icmp() {
+        let t = host_table(&spec(&["--policy", "strict"]));
+        let text = crate::firewall::render::to_nft_text(&t);
+        let input: Vec<&str> = text
+            .lines()
+            .skip_while(|l| !l.contains("chain input"))
+            .take_while(|l| !l.contains("chain forward"))
+            .collect();
+        let nd = input
+            .iter()
+            .position(|l| l.contains("nd-neighbor-solicit"))
+            .expect("nd");
+        let v6 = input.iter().position(|l| l.contains("meta nfproto ipv6")).expect("v6");
+        assert!(nd < v6, "neighbour discovery passes before IPv6 is refused:\n{text}");
+        assert!(
+            !text
+                .lines()
+                .any(|l| l.contains("meta nfproto ipv6") && l.contains("tcp reset")),
+            "no TCP reset for IPv6 from the veth:\n{text}"
+        );
     }
 
     #[test]

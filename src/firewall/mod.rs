@@ -78,6 +78,9 @@ pub enum Cond {
     Port(Protocol, Vec<u16>),
     Established,
     Ipv6,
+    /// IPv6 neighbour discovery (solicitations and advertisements): the
+    /// IPv6 counterpart of ARP, which no inet table sees.
+    NeighbourDiscovery,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -129,7 +129,8 @@ pub fn kernel_rules(r: &Rule) -> usize {
 }
 
 /// A `Reject` becomes two kernel rules: TCP gets a reset (ECONNREFUSED at
-/// once), everything else ICMP admin-prohibited. A `Record` becomes two as
+/// once), everything else ICMP admin-prohibited; IPv6 from a link of the
+/// host gets ICMPv6 alone (one rule; see [`tcp_reset`]). A `Record` becomes two as
 /// well: the count (TCP and UDP, the only traffic an unprivileged process
 /// can send) and the rate-limited log line (everything).
 fn rule_exprs(r: &Rule, log_prefix: &str) -> Vec<Vec<Statement<'static>>> {
@@ -187,15 +188,8 @@ fn rule_exprs(r: &Rule, log_prefix: &str) -> Vec<Vec<Statement<'static>>> {
             log.push(Statement::Log(Some(l)));
             vec![count, log]
         }
-        Verdict::Reject => vec![
-            with(
-                Some(meta_eq(MetaKey::L4proto, "tcp")),
-                vec![
-                    counter(),
-                    Statement::Reject(Some(Reject::new(Some(RejectType::TCPReset), None))),
-                ],
-            ),
-            with(
+        Verdict::Reject => {
+            let icmp = with(
                 None,
                 vec![
                     counter(),
@@ -204,9 +198,32 @@ fn rule_exprs(r: &Rule, log_prefix: &str) -> Vec<Vec<Statement<'static>>> {
                         Some(RejectCode::AdminProhibited),
                     ))),
                 ],
-            ),
-        ],
+            );
+            if !tcp_reset(r) {
+                return vec![icmp];
+            }
+            let reset = with(
+                Some(meta_eq(MetaKey::L4proto, "tcp")),
+                vec![
+                    counter(),
+                    Statement::Reject(Some(Reject::new(Some(RejectType::TCPReset), None))),
+                ],
+            );
+            vec![reset, icmp]
+        }
     }
+}
+
+/// Whether a refusal answers TCP with a reset. Not for IPv6 that came in
+/// through a link of the host (the host table's veth rules): the kernel
+/// routes an IPv6 reset without the interface the SYN came in on, so to a
+/// link-local source (the sandbox's only IPv6 address) it left by
+/// another link and the connection hung until it timed out. An ICMPv6
+/// error goes back the way the packet came, and fails the connect at once
+/// all the same. (Inside the namespace, with one link, the reset is kept.)
+fn tcp_reset(r: &Rule) -> bool {
+    let from_a_link = r.when.iter().any(|c| matches!(c, Cond::InIf(_)));
+    !(from_a_link && r.when.contains(&Cond::Ipv6))
 }
 
 fn counter() -> Statement<'static> {
@@ -285,6 +302,14 @@ fn cond(c: &Cond) -> Statement<'static> {
             Expression::List(vec![s("established"), s("related")]),
         ),
         Cond::Ipv6 => meta_eq(MetaKey::Nfproto, "ipv6"),
+        Cond::NeighbourDiscovery => matches(
+            payload("icmpv6", "type"),
+            Operator::EQ,
+            Expression::Named(NamedExpression::Set(vec![
+                SetItem::Element(s("nd-neighbor-solicit")),
+                SetItem::Element(s("nd-neighbor-advert")),
+            ])),
+        ),
     }
 }
 
@@ -357,12 +382,13 @@ pub fn rule_text(r: &Rule, log_prefix: &str) -> Vec<String> {
             ]
         }
         Verdict::Reject => {
-            let mut tcp = conds.clone();
+            let icmp = line(conds.clone(), "counter reject with icmpx admin-prohibited");
+            if !tcp_reset(r) {
+                return vec![icmp];
+            }
+            let mut tcp = conds;
             tcp.push("meta l4proto tcp".into());
-            vec![
-                line(tcp, "counter reject with tcp reset"),
-                line(conds, "counter reject with icmpx admin-prohibited"),
-            ]
+            vec![line(tcp, "counter reject with tcp reset"), icmp]
         }
     }
 }
@@ -398,6 +424,7 @@ fn cond_text(c: &Cond) -> String {
         }
         Cond::Established => "ct state established,related".into(),
         Cond::Ipv6 => "meta nfproto ipv6".into(),
+        Cond::NeighbourDiscovery => "icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert }".into(),
     }
 }
 

@@ -228,7 +228,7 @@ pub fn warnings(spec: &Spec) -> Vec<String> {
     ] {
         if !is_executable(&spec.root.path(p)) {
             out.push(format!(
-                "warning: the {what} program {} is missing or not executable: its unit cannot start until it is installed (or pass {flag})",
+                "the {what} program {} is missing or not executable: its unit cannot start until it is installed (or pass {flag})",
                 p.display()
             ));
         }
@@ -236,7 +236,7 @@ pub fn warnings(spec: &Spec) -> Vec<String> {
     if let Some(u) = &spec.sidecar_user {
         if !matches!(crate::sys::users::user(&spec.root, u), Ok(Some(_))) {
             out.push(format!(
-                "warning: the sidecar user {u} (--sidecar-user or SUDO_USER) is not in {}: the gateway cannot start",
+                "the sidecar user {u} (--sidecar-user or SUDO_USER) is not in {}: the gateway cannot start",
                 spec.root.path("/etc/passwd").display()
             ));
         }
@@ -340,7 +340,6 @@ impl Step for Units {
         if !talks_to_systemd(spec) {
             if !out.is_empty() {
                 out.push(not_told(spec));
-                out.extend(warnings(spec));
             }
             return Ok(out);
         }
@@ -367,9 +366,6 @@ impl Step for Units {
                 target_unit(name),
                 down.join(", ")
             ));
-        }
-        if !out.is_empty() {
-            out.extend(warnings(spec));
         }
         Ok(out)
     }
@@ -437,7 +433,6 @@ impl Step for Units {
         if !talks_to_systemd(spec) {
             if !out.is_empty() {
                 out.push(not_told(spec));
-                out.extend(warnings(spec));
             }
             return Ok(out);
         }

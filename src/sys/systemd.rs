@@ -179,7 +179,7 @@ impl Systemd {
     pub fn file_state(&self, unit: &str) -> Result<Option<String>> {
         match self.manager.get_unit_file_state(unit) {
             Ok(s) => Ok(Some(s)),
-            Err(e) if is_no_such_unit(&e) => Ok(None),
+            Err(e) if is_not_installed(&e) => Ok(None),
             Err(e) => Err(failed("GetUnitFileState", unit, &e, "check `systemctl status`")),
         }
     }
@@ -318,9 +318,43 @@ fn is_no_such_unit(e: &zbus::Error) -> bool {
         if name.as_str() == "org.freedesktop.systemd1.NoSuchUnit")
 }
 
+/// `GetUnitFileState` of a unit whose file is not there: systemd (252,
+/// at least) answers `org.freedesktop.DBus.Error.FileNotFound` ("No such
+/// file or directory"), not `NoSuchUnit`. On a fresh host that is every
+/// unit of ours: not installed yet, not a host that cannot be inspected.
+fn is_not_installed(e: &zbus::Error) -> bool {
+    is_no_such_unit(e)
+        || matches!(e, zbus::Error::MethodError(name, _, _)
+            if name.as_str() == "org.freedesktop.DBus.Error.FileNotFound")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An error reply as systemd sends it.
+    fn reply(name: &str, msg: &str) -> zbus::Error {
+        let call = zbus::Message::method_call("/org/freedesktop/systemd1", "GetUnitFileState")
+            .and_then(|b| b.build(&()))
+            .expect("a method call");
+        let name = zbus::names::OwnedErrorName::try_from(name).expect("an error name");
+        zbus::Error::MethodError(name, Some(msg.into()), call)
+    }
+
+    #[test]
+    fn a_unit_file_not_there_is_not_installed() {
+        // What systemd 252 answers for a unit not installed yet.
+        let missing = reply("org.freedesktop.DBus.Error.FileNotFound", "No such file or directory");
+        assert!(is_not_installed(&missing));
+        assert!(is_not_installed(&reply(
+            "org.freedesktop.systemd1.NoSuchUnit",
+            "Unit x not loaded."
+        )));
+        // Anything else still fails, with what systemd said.
+        let denied = reply("org.freedesktop.DBus.Error.AccessDenied", "Access denied");
+        assert!(!is_not_installed(&denied));
+        assert!(describe(&denied).contains("AccessDenied"), "{}", describe(&denied));
+    }
 
     #[test]
     fn states_read_as_systemctl_says_them() {
