@@ -54,6 +54,10 @@ pub enum Error {
     },
     #[error("state record {path}: {cause}\n  fix: {fix}")]
     State { path: PathBuf, cause: String, fix: String },
+    /// `--disable` reverted what it could; these steps failed and stay in
+    /// the state record, so a re-run reverts only them.
+    #[error("--disable could not revert {} step(s); every other step was reverted, and the state record keeps the failed ones:\n{}\n  fix: fix each cause above, then run `sandbox setup --disable` again: it reverts only what is left", failures.len(), failures.iter().map(|f| format!("  - {}", f.to_string().replace('\n', "\n    "))).collect::<Vec<_>>().join("\n"))]
+    Reverts { failures: Vec<Error> },
 }
 
 impl Error {
@@ -98,7 +102,11 @@ impl Error {
             Error::Unhealthy { .. } => 6,
             Error::State { .. } => 5,
             Error::Step { source, .. } => source.exit_code(),
-            Error::Io { .. } | Error::Netlink { .. } | Error::Nft { .. } | Error::Systemd { .. } => 1,
+            Error::Io { .. }
+            | Error::Netlink { .. }
+            | Error::Nft { .. }
+            | Error::Systemd { .. }
+            | Error::Reverts { .. } => 1,
         }
     }
 }

@@ -115,6 +115,8 @@ fn disable(args: &SetupArgs) -> Result<()> {
     };
     let done = engine::revert_all(&steps, &undo, &store, &mut state, &mut |o| report.step(o));
     report.finish(done.as_ref().err())?;
+    // Steps that failed to revert stay in the saved record (every other
+    // step was reverted): keep it, so a re-run reverts only them.
     let done = done?;
     store.remove(&state)?;
     report.say(&format!(
