@@ -1,6 +1,7 @@
 //! Thin adapters over the kernel and host tools. No policy lives here: the
 //! steps decide what to do, these modules only know how.
 
+pub mod bounded;
 pub mod files;
 pub mod netlink;
 pub mod netns;
