@@ -279,6 +279,8 @@ impl Step for User {
 
     fn revert(&self, undo: &Undo, v: &Value) -> Result<Vec<String>> {
         let r: Record = data(self.id(), v)?;
+        let files: Vec<&Path> = r.files.iter().map(|f| f.path.as_path()).collect();
+        crate::state::confine_home(&undo.root, &r.name, &r.home, &files, &r.created_parents)?;
         let mut out = Vec::new();
         for f in &r.files {
             if owner::is_symlink(&f.path) {
