@@ -347,6 +347,23 @@ pub fn confine_home(root: &Root, name: &str, home: &Path, files: &[&Path], paren
     confine_dirs(parents, root, &home[0])
 }
 
+/// Sysctl values a record says to restore: only keys `ours` accepts, and
+/// only plain numbers (what the forwarding and logging switches hold), so
+/// an altered record cannot set `kernel.core_pattern` or the like.
+pub fn confine_sysctls(old: &[(String, String)], ours: impl Fn(&str) -> bool) -> Result<()> {
+    for (key, value) in old {
+        let plain = !key.split('/').any(|c| c.is_empty() || c == "." || c == "..");
+        let number = !value.is_empty() && value.chars().all(|c| c.is_ascii_digit());
+        if !(plain && ours(key) && number) {
+            return Err(outside(
+                &Path::new("/proc/sys").join(key),
+                &format!("a sysctl (set to {value:?}) that this step never changes"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn list(paths: &[PathBuf]) -> String {
     paths
         .iter()
@@ -550,6 +567,20 @@ mod tests {
         for (name, h, f) in bad {
             let e = confine_home(&root, name, &h, &[f], &[]).expect_err("refused");
             assert!(e.to_string().contains("record was altered"), "{e}");
+        }
+    }
+
+    #[test]
+    fn only_our_sysctls_with_plain_values_are_restored() {
+        let ours = |k: &str| k == "net/ipv4/ip_forward";
+        let kv = |k: &str, v: &str| vec![(k.to_string(), v.to_string())];
+        confine_sysctls(&kv("net/ipv4/ip_forward", "0"), ours).expect("ours");
+        for (k, v) in [
+            ("kernel/core_pattern", "0"),
+            ("net/ipv4/ip_forward", "|/tmp/x"),
+            ("net/ipv4/../../kernel/core_pattern", "1"),
+        ] {
+            confine_sysctls(&kv(k, v), ours).expect_err(k);
         }
     }
 
