@@ -319,7 +319,11 @@ fn apply_each(
     Ok(())
 }
 
-/// Revert every recorded step, last applied first.
+/// Revert every recorded step, last applied first. A step that fails to
+/// revert does not stop the others (the network and the sysctls must go
+/// even when the agent sabotaged its home): its record stays, the record
+/// is saved, and every failure comes back at the end in one
+/// [`Error::Reverts`], so a re-run reverts only what is left.
 pub fn revert_all(
     steps: &[Box<dyn Step>],
     undo: &Undo,
@@ -327,27 +331,32 @@ pub fn revert_all(
     state: &mut State,
     report: &mut dyn FnMut(&Outcome),
 ) -> Result<Vec<Outcome>> {
-    // Saved once at the end (or at a failure), not after every step: a
+    // Saved once at the end (or after a failure), not after every step: a
     // revert is idempotent, so a run cut short just reverts again.
     let mut out = Vec::new();
+    let mut failures = Vec::new();
     for step in steps.iter().rev() {
         let id = step.id();
         let Some(r) = state.get(id) else { continue };
         let data = r.data.clone();
-        let changes = match step.revert(undo, &data) {
-            Ok(c) => c,
-            Err(e) => {
-                store.save(state)?;
-                return Err(in_step(id, "revert", e));
+        match step.revert(undo, &data) {
+            Ok(changes) => {
+                crate::fault::after_revert(id);
+                state.remove(id);
+                let o = Outcome { step: id, changes };
+                report(&o);
+                out.push(o);
             }
-        };
-        crate::fault::after_revert(id);
-        state.remove(id);
-        let o = Outcome { step: id, changes };
-        report(&o);
-        out.push(o);
+            Err(e) => failures.push(in_step(id, "revert", e)),
+        }
     }
-    Ok(out)
+    if failures.is_empty() {
+        return Ok(out);
+    }
+    if let Err(e) = store.save(state) {
+        failures.push(e);
+    }
+    Err(Error::Reverts { failures })
 }
 
 /// `--disable` without a state record: every step sweeps what carries our
@@ -560,6 +569,107 @@ mod tests {
         };
         revert_all(&steps(&log, None, None), &undo, &store, &mut state, &mut |_| {}).expect("revert");
         assert_eq!(*log.borrow(), ["revert b \"b\"", "revert a \"a\""]);
+    }
+
+    /// Reverts like `Fake`, but the step `fail_revert` names fails.
+    struct FailingRevert {
+        inner: Fake,
+        fail_revert: bool,
+    }
+
+    impl Step for FailingRevert {
+        fn id(&self) -> &'static str {
+            self.inner.id
+        }
+        fn plan(&self, spec: &Spec, rec: Option<&Value>) -> Result<Vec<String>> {
+            self.inner.plan(spec, rec)
+        }
+        fn apply(&self, spec: &Spec, rec: &mut Recorder<'_>) -> Result<Vec<String>> {
+            self.inner.apply(spec, rec)
+        }
+        fn revert(&self, undo: &Undo, data: &Value) -> Result<Vec<String>> {
+            if self.fail_revert {
+                self.inner
+                    .log
+                    .borrow_mut()
+                    .push(format!("revert {} failed", self.inner.id));
+                return Err(Error::host(
+                    format!("{} object", self.inner.id),
+                    "sabotaged",
+                    "remove the sabotage",
+                ));
+            }
+            self.inner.revert(undo, data)
+        }
+    }
+
+    fn failing_revert_steps(log: &Rc<RefCell<Vec<String>>>, fail: &[&str]) -> Vec<Box<dyn Step>> {
+        ["a", "b", "c", "d"]
+            .into_iter()
+            .map(|id| {
+                Box::new(FailingRevert {
+                    inner: Fake {
+                        id,
+                        log: log.clone(),
+                        fail_apply: false,
+                        wanted: true,
+                    },
+                    fail_revert: fail.contains(&id),
+                }) as Box<dyn Step>
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_failed_revert_does_not_stop_the_others_and_stays_recorded() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let spec = spec(dir.path());
+        let log = Rc::new(RefCell::new(Vec::new()));
+        let undo = Undo {
+            root: spec.root.clone(),
+            purge: false,
+        };
+        {
+            let (store, mut state) = Store::open(&spec.root, "sandbox").expect("open");
+            apply_all(&failing_revert_steps(&log, &[]), &spec, &store, &mut state, &mut |_| {}).expect("apply");
+            log.borrow_mut().clear();
+            let mut reported = Vec::new();
+            let e = revert_all(
+                &failing_revert_steps(&log, &["d", "b"]),
+                &undo,
+                &store,
+                &mut state,
+                &mut |o| reported.push(o.step),
+            )
+            .expect_err("b and d fail");
+            assert_eq!(
+                *log.borrow(),
+                ["revert d failed", "revert c \"c\"", "revert b failed", "revert a \"a\""],
+                "every step was tried, last first"
+            );
+            assert_eq!(reported, ["c", "a"]);
+            assert_eq!(e.exit_code(), 1, "{e}");
+            let text = e.to_string();
+            for needle in [
+                "2 step(s)",
+                "step d (revert): d object: sabotaged",
+                "step b (revert): b object",
+                "fix: remove the sabotage",
+                "--disable` again",
+            ] {
+                assert!(text.contains(needle), "{needle:?} in {text}");
+            }
+        }
+        // What is on disk keeps the failed steps, and only them.
+        let on_disk = Store::peek(&spec.root, "sandbox").expect("peek").expect("record");
+        let ids: Vec<&str> = on_disk.steps.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(ids, ["b", "d"]);
+        // Once the cause is gone, a re-run reverts only what is left.
+        log.borrow_mut().clear();
+        let (store, mut state) = Store::open(&spec.root, "sandbox").expect("reopen");
+        revert_all(&failing_revert_steps(&log, &[]), &undo, &store, &mut state, &mut |_| {}).expect("re-run");
+        assert_eq!(*log.borrow(), ["revert d \"d\"", "revert b \"b\""]);
+        assert!(state.steps.is_empty());
     }
 
     #[test]

@@ -63,6 +63,10 @@ pub enum Error {
         #[source]
         source: Box<Error>,
     },
+    /// `--disable` reverted what it could; these steps failed and stay in
+    /// the state record, so a re-run reverts only them.
+    #[error("--disable could not revert {} step(s); every other step was reverted, and the state record keeps the failed ones:\n{}\n  fix: fix each cause above, then run `sandbox setup --disable` again: it reverts only what is left", failures.len(), failures.iter().map(|f| format!("  - {}", f.to_string().replace('\n', "\n    "))).collect::<Vec<_>>().join("\n"))]
+    Reverts { failures: Vec<Error> },
 }
 
 impl Error {
@@ -123,7 +127,8 @@ impl Error {
             | Error::Netlink { .. }
             | Error::Nft { .. }
             | Error::Systemd { .. }
-            | Error::AfterChanges { .. } => 1,
+            | Error::AfterChanges { .. }
+            | Error::Reverts { .. } => 1,
         }
     }
 }

@@ -166,6 +166,9 @@ impl<'de> Deserialize<'de> for Target {
     }
 }
 
+/// The largest policy file read (a real one is a few KiB).
+pub const MAX_POLICY_BYTES: u64 = 1 << 20;
+
 impl Policy {
     /// Resolve `--policy`: a preset name, or a path to a policy file.
     pub fn load(arg: &str) -> Result<(String, Policy)> {
@@ -185,11 +188,23 @@ impl Policy {
             ));
         }
         let path = Path::new(arg);
-        let text = std::fs::read_to_string(path).map_err(|e| {
+        // A regular file of bounded size only: a FIFO or /dev/zero given
+        // here must not hang the run or exhaust memory.
+        let bytes = crate::sys::bounded::read_regular(path, MAX_POLICY_BYTES).map_err(|e| {
             Error::input(
                 format!("--policy {arg}"),
                 format!("cannot read the policy file: {e}"),
-                "give a readable file, or a preset: default, strict, permissive",
+                format!(
+                    "give a readable regular file of at most {} KiB (not a link, FIFO or device), or a preset: default, strict, permissive",
+                    MAX_POLICY_BYTES / 1024
+                ),
+            )
+        })?;
+        let text = String::from_utf8(bytes).map_err(|e| {
+            Error::input(
+                format!("--policy {arg}"),
+                format!("not UTF-8 text: {e}"),
+                "give a TOML policy file (see README, Policies)",
             )
         })?;
         Ok((arg.to_string(), Policy::parse(&text, arg)?))

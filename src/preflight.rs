@@ -8,7 +8,7 @@ use crate::error::Error;
 use crate::spec::Spec;
 use crate::state::State;
 use crate::steps::veth_alias;
-use crate::sys::{netlink::Netlink, nft};
+use crate::sys::{netlink::Netlink, nft, users};
 
 /// Capabilities every run needs: netlink and nft changes, and mounting and
 /// entering the namespace.
@@ -89,8 +89,106 @@ pub fn for_setup(spec: &Spec, state: Option<&State>) -> Vec<Error> {
         Ok(found) => problems.extend(found),
         Err(e) => problems.push(e),
     }
+    problems.extend(identity(spec));
     problems.extend(crate::engine::preflight_all(&crate::steps::all(), spec));
     problems
+}
+
+/// Login shells that let nobody in.
+const NO_LOGIN: &[&str] = &["", "/usr/sbin/nologin", "/sbin/nologin", "/bin/false", "/usr/bin/false"];
+
+/// The accounts database (under `--root`) against the sandbox user and its
+/// home: the user must be a system account that setup made or that
+/// cannot log in (never root, never a person's), and the home no other
+/// account's home, nor a directory holding one.
+pub fn identity(spec: &Spec) -> Vec<Error> {
+    let read = |file: &str| {
+        crate::sys::bounded::read_regular(&spec.root.path(file), 16 << 20)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+    };
+    let passwd = match read("/etc/passwd") {
+        Ok(t) => users::parse_passwd(&t),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return vec![Error::io("read", spec.root.path("/etc/passwd"), e)],
+    };
+    // Shadow and login.defs may be absent (a bare --root tree): no
+    // password, the default UID_MIN.
+    let shadow = read("/etc/shadow").unwrap_or_default();
+    let uid_min = read("/etc/login.defs").map(|t| uid_min(&t)).unwrap_or(DEFAULT_UID_MIN);
+    let mut problems = Vec::new();
+    let name = &spec.name;
+    let sandbox = match users::user(&spec.root, name) {
+        Ok(a) => a.or_else(|| passwd.iter().find(|a| &a.name == name).cloned()),
+        Err(e) => return vec![e],
+    };
+    let fix_user =
+        "pick a --name that is not an existing person's or root's account (setup then creates the system user)";
+    if let Some(a) = &sandbox {
+        let password = has_password(&shadow, name);
+        let login = !NO_LOGIN.contains(&a.shell.as_str());
+        let why = if a.uid == 0 {
+            Some("has uid 0: the agent would run as root".to_string())
+        } else if a.uid >= uid_min {
+            Some(format!(
+                "has uid {} (UID_MIN {uid_min} and above are people's accounts): the agent would own that person's files",
+                a.uid
+            ))
+        } else if a.gecos != users::COMMENT && login && password {
+            Some(format!(
+                "can log in (shell {}, a password set): it is someone's account, not one for the agent",
+                a.shell
+            ))
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            problems.push(Error::host(format!("sandbox user {name}"), why, fix_user));
+        }
+    }
+    let home = &spec.sandbox_home;
+    for other in passwd.iter().filter(|a| &a.name != name) {
+        let why = if &other.home == home {
+            format!("is the home of account {} (uid {})", other.name, other.uid)
+        } else if other.home.starts_with(home) && other.home.components().count() > 1 {
+            format!(
+                "holds {}, the home of account {} (uid {})",
+                other.home.display(),
+                other.name,
+                other.uid
+            )
+        } else {
+            continue;
+        };
+        problems.push(Error::host(
+            format!("--sandbox-home {}", home.display()),
+            format!("{why}: the agent owns its home and everything in it"),
+            format!("give a directory of its own, e.g. --sandbox-home /home/{name}"),
+        ));
+    }
+    problems
+}
+
+const DEFAULT_UID_MIN: u32 = 1000;
+
+/// `UID_MIN` from login.defs(5) text, or its default.
+fn uid_min(login_defs: &str) -> u32 {
+    login_defs
+        .lines()
+        .rev()
+        .find_map(|l| {
+            let mut w = l.split_whitespace();
+            (w.next() == Some("UID_MIN")).then(|| w.next()?.parse().ok()).flatten()
+        })
+        .unwrap_or(DEFAULT_UID_MIN)
+}
+
+/// Whether shadow(5) gives `name` a password one could log in with (an
+/// empty field lets anyone in; `!` and `*` lock the account).
+fn has_password(shadow: &str, name: &str) -> bool {
+    shadow.lines().any(|l| {
+        let mut f = l.split(':');
+        f.next() == Some(name) && f.next().is_some_and(|p| !p.starts_with(['!', '*']))
+    })
 }
 
 /// A link or namespace with our name that no record of ours accounts for
@@ -196,6 +294,82 @@ fn address_clashes(spec: &Spec, state: Option<&State>) -> crate::Result<Vec<Erro
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A `--root` tree with these accounts (passwd lines) and shadow lines.
+    fn tree(passwd: &str, shadow: &str) -> tempfile::TempDir {
+        let d = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir(d.path().join("etc")).expect("etc");
+        let base = "root:x:0:0:root:/root:/bin/bash\nalice:x:1000:1000:Alice:/home/alice:/bin/bash\n";
+        std::fs::write(d.path().join("etc/passwd"), format!("{base}{passwd}")).expect("passwd");
+        std::fs::write(
+            d.path().join("etc/shadow"),
+            format!("alice:$y$hash:19000::::::\n{shadow}"),
+        )
+        .expect("shadow");
+        d
+    }
+
+    fn problems(d: &tempfile::TempDir, flags: &[&str]) -> String {
+        let mut all = vec!["--root", d.path().to_str().expect("utf8")];
+        all.extend_from_slice(flags);
+        identity(&crate::testutil::spec(&all))
+            .iter()
+            .map(|e| e.to_string())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    #[test]
+    fn a_system_account_without_login_or_one_setup_made_is_accepted() {
+        let d = tree(
+            &format!(
+                "sb:x:990:990:{}:/home/sb:/bin/bash\nsvc:x:991:991:svc:/srv/svc:/bin/bash\nlocked:x:992:992::/home/locked:/bin/bash\n",
+                users::COMMENT
+            ),
+            "sb:!:19000::::::\nsvc:$y$pw:19000::::::\nlocked:!$y$pw:19000::::::\n",
+        );
+        assert_eq!(problems(&d, &["--name", "sb", "--sandbox-home", "/home/sb"]), "");
+        assert_eq!(
+            problems(&d, &["--name", "locked", "--sandbox-home", "/home/locked"]),
+            ""
+        );
+        assert_eq!(
+            problems(&d, &["--name", "fresh", "--sandbox-home", "/home/fresh"]),
+            "",
+            "setup creates it"
+        );
+    }
+
+    #[test]
+    fn root_people_and_accounts_that_log_in_are_refused() {
+        let d = tree(
+            "toor:x:0:0::/home/toor:/usr/sbin/nologin\nsvc:x:991:991:svc:/srv/svc:/bin/bash\nbob:x:1001:1001::/home/bob:/usr/sbin/nologin\n",
+            "svc:$y$pw:19000::::::\n",
+        );
+        let cases = [
+            ("toor", "/home/toor", "uid 0"),
+            ("alice", "/home/alice", "uid 1000"),
+            ("bob", "/home/bob", "uid 1001"),
+            ("svc", "/srv/svc", "can log in"),
+        ];
+        for (name, home, needle) in cases {
+            let p = problems(&d, &["--name", name, "--sandbox-home", home]);
+            assert!(p.contains(needle) && p.contains("fix:"), "{name}: {needle:?} in {p}");
+        }
+        std::fs::write(d.path().join("etc/login.defs"), "# x\nUID_MIN\t 2000\n").expect("login.defs");
+        assert!(!problems(&d, &["--name", "bob", "--sandbox-home", "/home/bob"]).contains("uid 1001"));
+    }
+
+    #[test]
+    fn another_accounts_home_or_a_dir_holding_it_is_refused() {
+        let d = tree("", "");
+        let p = problems(&d, &["--name", "sb", "--sandbox-home", "/home/alice"]);
+        assert!(p.contains("is the home of account alice") && p.contains("fix:"), "{p}");
+        let d = tree("svc:x:991:991::/data/agents/svc:/usr/sbin/nologin\n", "");
+        let p = problems(&d, &["--name", "sb", "--sandbox-home", "/data/agents"]);
+        assert!(p.contains("holds /data/agents/svc, the home of account svc"), "{p}");
+        assert_eq!(problems(&d, &["--name", "sb", "--sandbox-home", "/data/sb"]), "");
+    }
 
     #[test]
     fn overlap_is_symmetric_and_exact() {

@@ -125,6 +125,8 @@ fn disable(args: &SetupArgs) -> Result<()> {
     });
     let done = done.map_err(|e| e.after_changes(&said));
     report.finish(done.as_ref().err())?;
+    // Steps that failed to revert stay in the saved record (every other
+    // step was reverted): keep it, so a re-run reverts only them.
     let done = done?;
     store.remove(&state)?;
     report.say(&format!(

@@ -115,6 +115,7 @@ impl Spec {
         let agent_bin = check_program("--agent-bin", &args.agent_bin)?;
         let sidecar_bin = check_program("--sidecar-bin", &args.sidecar_bin)?;
         let sidecar_user = check_sidecar_user(args.sidecar_user.as_deref())?;
+        refuse_privilege(&name, &sandbox_home, sidecar_user.as_deref())?;
         let net = NetSpec {
             netns: format!("{name}0"),
             host_if: format!("{name}0"),
@@ -205,6 +206,109 @@ fn check_home(home: &Path) -> Result<PathBuf> {
         ));
     }
     Ok(home.to_path_buf())
+}
+
+/// Directories no sandbox home may be, contain, or (for the first few)
+/// lie inside: the agent owns its home, so making one of these its home
+/// would hand it the system.
+const SYSTEM_DIRS: &[&str] = &[
+    "/bin",
+    "/boot",
+    "/dev",
+    "/etc",
+    "/home",
+    "/lib",
+    "/lib32",
+    "/lib64",
+    "/libx32",
+    "/media",
+    "/mnt",
+    "/opt",
+    "/proc",
+    "/root",
+    "/run",
+    "/sbin",
+    "/snap",
+    "/srv",
+    "/sys",
+    "/tmp",
+    "/usr",
+    "/usr/local",
+    "/var",
+    "/var/cache",
+    "/var/lib",
+    "/var/lib/sandbox",
+    "/var/log",
+    "/var/mail",
+    "/var/spool",
+    "/var/tmp",
+];
+
+/// Trees a home may not lie inside at all.
+const SYSTEM_TREES: &[&str] = &[
+    "/boot",
+    "/dev",
+    "/etc",
+    "/proc",
+    "/run",
+    "/sys",
+    "/usr",
+    "/var/lib/sandbox",
+];
+
+/// Why `home` (as seen on the host, not under `--root`) cannot be a
+/// sandbox home, if it cannot: a system directory, one that holds one, or
+/// a place inside a system tree. Shared with the `user` step's revert,
+/// which refuses such a home from an altered record.
+pub fn system_dir(home: &Path) -> Option<String> {
+    let first = home
+        .components()
+        .nth(1)
+        .map(|c| c.as_os_str().to_string_lossy().into_owned());
+    if first.as_deref().is_some_and(|f| f.starts_with("lib")) && home.components().count() == 2 {
+        return Some(format!("{} is a system directory", home.display()));
+    }
+    for d in SYSTEM_DIRS.iter().map(Path::new) {
+        if home == d {
+            return Some(format!("{} is a system directory", home.display()));
+        }
+        if d.starts_with(home) {
+            return Some(format!("{} holds the system directory {}", home.display(), d.display()));
+        }
+    }
+    SYSTEM_TREES
+        .iter()
+        .map(Path::new)
+        .find(|t| home.starts_with(t))
+        .map(|t| format!("{} lies inside the system tree {}", home.display(), t.display()))
+}
+
+/// Flags that would hand the agent privileges: the root account as the
+/// sandbox user, a system directory as its home, or the sidecar's own
+/// account. (The accounts database is checked in preflight.)
+fn refuse_privilege(name: &str, home: &Path, sidecar_user: Option<&str>) -> Result<()> {
+    if name == "root" {
+        return Err(Error::input(
+            "--name root",
+            "the sandbox user would be root, and the agent runs as the sandbox user",
+            "pick a name of its own, e.g. --name sandbox",
+        ));
+    }
+    if let Some(why) = system_dir(home) {
+        return Err(Error::input(
+            format!("--sandbox-home {}", home.display()),
+            format!("{why}; the agent owns its home and everything in it"),
+            format!("give a directory of its own, e.g. --sandbox-home /home/{name}"),
+        ));
+    }
+    if sidecar_user == Some(name) {
+        return Err(Error::input(
+            format!("--sidecar-user {name} (or SUDO_USER)"),
+            "is the sandbox user: the agent would run its own guardrail",
+            "run the sidecar as the admin account (--sidecar-user admin), or as root for a dynamic user",
+        ));
+    }
+    Ok(())
 }
 
 /// A program path a unit file can carry as is: absolute, no `..`, and
@@ -468,11 +572,38 @@ mod tests {
             (&["--sidecar-bin", "/usr/local/bin/gw%i"], "absolute"),
             (&["--sidecar-user", "bad user"], "not a user name"),
             (&["--sidecar-user=-x"], "not a user name"),
+            (&["--name", "root", "--sandbox-home", "/root"], "would be root"),
+            (&["--sandbox-home", "/root"], "system directory"),
+            (&["--sandbox-home", "/etc"], "system directory"),
+            (&["--sandbox-home", "/etc/sb"], "inside the system tree /etc"),
+            (&["--sandbox-home", "/tmp"], "system directory"),
+            (&["--sandbox-home", "/var/tmp/"], "system directory"),
+            (&["--sandbox-home", "/home"], "system directory"),
+            (&["--sandbox-home", "/usr/local/sb"], "inside the system tree /usr"),
+            (&["--sandbox-home", "/lib64"], "system directory"),
+            (&["--sandbox-home", "/libfoo"], "system directory"),
+            (&["--sandbox-home", "/var/lib/sandbox/x"], "inside the system tree"),
+            (&["--sandbox-home", "/proc/self"], "inside the system tree /proc"),
+            (&["--name", "sb", "--sidecar-user", "sb"], "is the sandbox user"),
         ];
         for (flags, needle) in cases {
             let msg = err(flags);
             assert!(msg.contains(needle), "{flags:?}: expected {needle:?} in {msg}");
             assert!(msg.contains("fix:"), "{flags:?}: no fix in {msg}");
+        }
+    }
+
+    #[test]
+    fn ordinary_homes_are_accepted() {
+        for home in [
+            "/home/sandbox",
+            "/srv/sandbox",
+            "/var/lib/sandbox-home",
+            "/opt/agents/sb",
+            "/data/sb",
+        ] {
+            assert_eq!(system_dir(Path::new(home)), None, "{home}");
+            Spec::from_args(&args(&["--sandbox-home", home])).unwrap_or_else(|e| panic!("{home}: {e}"));
         }
     }
 

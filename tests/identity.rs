@@ -345,27 +345,29 @@ fn symlink_ownership_and_malformed_openclaw_json_are_refused() {
     });
 }
 
+/// A system account that exists (uid below UID_MIN, no password) is
+/// adopted; a person's account would be refused in preflight.
 #[test]
 fn an_adopted_user_is_never_removed() {
     in_throwaway_host(|root| {
         let mut pw = fs::read_to_string(root.join("etc/passwd")).expect("passwd");
-        pw.push_str("sandbox:x:1500:1500:existing:/home/sandbox:/bin/bash\n");
+        pw.push_str("sandbox:x:950:950:existing:/home/sandbox:/bin/bash\n");
         fs::write(root.join("etc/passwd"), pw).expect("w");
         let mut gr = fs::read_to_string(root.join("etc/group")).expect("group");
-        gr.push_str("sandbox:x:1500:\n");
+        gr.push_str("sandbox:x:950:\n");
         fs::write(root.join("etc/group"), gr).expect("w");
         let h = home(root);
         fs::create_dir_all(h.join(".openclaw")).expect("home");
         fs::write(h.join("notes.txt"), "mine").expect("w");
         fs::write(oc_json(root), ORIGINAL).expect("w");
         for p in [h.clone(), h.join(".openclaw"), oc_json(root), h.join("notes.txt")] {
-            std::os::unix::fs::chown(&p, Some(1500), Some(1500)).expect("chown");
+            std::os::unix::fs::chown(&p, Some(950), Some(950)).expect("chown");
         }
         let out = ok(sandbox(root, &[]));
         assert!(out.contains("adopted existing user sandbox"), "{out}");
         let out = ok(sandbox(root, &["--disable", "--purge"]));
         assert!(out.contains("kept user sandbox: it existed before setup"), "{out}");
-        assert_eq!(account(root, "sandbox"), Some((1500, 1500)));
+        assert_eq!(account(root, "sandbox"), Some((950, 950)));
         assert!(group_exists(root, "sandbox"));
         assert_eq!(fs::read_to_string(h.join("notes.txt")).expect("r"), "mine");
         assert_eq!(fs::read_to_string(oc_json(root)).expect("r"), ORIGINAL);

@@ -13,6 +13,7 @@ use crate::engine::{data, Recorder, Step, Undo};
 use crate::error::{Error, Result};
 use crate::inventory::Inventory;
 use crate::spec::Spec;
+use crate::state;
 use crate::sys::files;
 
 pub struct DnsFiles;
@@ -142,8 +143,14 @@ impl Step for DnsFiles {
         Ok(writes.iter().map(|(p, _)| format!("wrote {}", p.display())).collect())
     }
 
-    fn revert(&self, _undo: &Undo, v: &Value) -> Result<Vec<String>> {
+    fn revert(&self, undo: &Undo, v: &Value) -> Result<Vec<String>> {
         let r: Record = data(self.id(), v)?;
+        // Only under /etc/netns, whatever an altered record says.
+        let etc_netns = undo.root.path("/etc/netns");
+        for f in &r.files {
+            state::confine(&f.path, std::slice::from_ref(&etc_netns))?;
+        }
+        state::confine_dirs(&r.created_dirs, &undo.root, &etc_netns)?;
         let mut out = Vec::new();
         for f in &r.files {
             out.extend(files::undo_write(&f.path, &f.sha256, f.previous.as_deref(), 0o644)?);

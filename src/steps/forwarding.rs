@@ -64,7 +64,15 @@ impl Step for Forwarding {
     }
 
     fn revert(&self, _undo: &Undo, v: &Value) -> Result<Vec<String>> {
-        sysctl::restore(&data::<Record>(self.id(), v)?.old)
+        let old = data::<Record>(self.id(), v)?.old;
+        let ours = |k: &str| {
+            k == IP_FORWARD
+                || k.strip_prefix("net/ipv4/conf/")
+                    .and_then(|rest| rest.strip_suffix("/forwarding"))
+                    .is_some_and(|ifname| !ifname.contains('/'))
+        };
+        crate::state::confine_sysctls(&old, ours)?;
+        sysctl::restore(&old)
     }
 
     /// The old values were in the record: nothing can be restored, only said.

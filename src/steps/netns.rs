@@ -11,6 +11,7 @@ use crate::engine::{data, Recorder, Step, Undo};
 use crate::error::Result;
 use crate::inventory::Inventory;
 use crate::spec::Spec;
+use crate::state;
 use crate::sys::files;
 use crate::sys::netlink::Netlink;
 use crate::sys::netns::{self, DirChanges};
@@ -107,8 +108,16 @@ impl Step for Netns {
     /// kernel deletes both ends as it tears the namespace down, on its own
     /// work queue, where deleting the link from here would block on an RCU
     /// barrier. The host end is gone before this returns.
-    fn revert(&self, _undo: &Undo, v: &Value) -> Result<Vec<String>> {
+    fn revert(&self, undo: &Undo, v: &Value) -> Result<Vec<String>> {
         let r: Record = data(self.id(), v)?;
+        // Only a namespace in <root>/run/netns, whatever an altered record says.
+        let netns_dir = undo.root.netns_dir();
+        let plain = !r.name.is_empty() && !r.name.contains('/') && r.name != "." && r.name != "..";
+        if r.dir != netns_dir || !plain {
+            let why = format!("not a namespace directly in {}", netns_dir.display());
+            return Err(state::outside(&r.dir.join(&r.name), &why));
+        }
+        state::confine_dirs(&r.created_dirs, &undo.root, &netns_dir)?;
         let host = Netlink::host()?;
         let tied = netns::links_into(&host, &r.dir.join(&r.name))?;
         let mut out = Vec::new();

@@ -88,6 +88,8 @@ impl Step for NfLog {
     }
 
     fn revert(&self, _undo: &Undo, v: &Value) -> Result<Vec<String>> {
-        sysctl::restore(&data::<Record>(self.id(), v)?.old)
+        let old = data::<Record>(self.id(), v)?.old;
+        crate::state::confine_sysctls(&old, |k| k == KEY)?;
+        sysctl::restore(&old)
     }
 }

@@ -24,7 +24,7 @@ use serde_json::Value;
 use crate::engine::{data, Recorder, Step, Undo};
 use crate::error::{Error, Result};
 use crate::spec::Spec;
-use crate::state::State;
+use crate::state::{self, State};
 use crate::sys::files;
 use crate::sys::systemd::{self, Systemd};
 
@@ -480,8 +480,16 @@ impl Step for Units {
         Ok(out)
     }
 
-    fn revert(&self, _undo: &Undo, v: &Value) -> Result<Vec<String>> {
+    fn revert(&self, undo: &Undo, v: &Value) -> Result<Vec<String>> {
         let r: Record = data(self.id(), v)?;
+        // Only in the unit directory, whatever an altered record says.
+        let unit_dir = undo.root.path(UNIT_DIR);
+        let allowed = std::slice::from_ref(&unit_dir);
+        state::confine(&r.dir, allowed)?;
+        for p in r.files.iter().map(|f| &f.path).chain(&r.links) {
+            state::confine(p, allowed)?;
+        }
+        state::confine_dirs(&r.created_dirs, &undo.root, &unit_dir)?;
         let name = &r.name;
         let mut out = Vec::new();
         let sd = if r.told_systemd {

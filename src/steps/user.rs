@@ -277,6 +277,9 @@ impl Step for User {
 
     fn revert(&self, undo: &Undo, v: &Value) -> Result<Vec<String>> {
         let r: Record = data(self.id(), v)?;
+        // The shell files are relative to the home and reached only through
+        // the home-access layer, which confines them itself.
+        crate::state::confine_home(&undo.root, &r.name, &r.home, &[], &r.created_parents)?;
         let mut out = Vec::new();
         out.extend(home::revert_files(undo, &r.seeded)?);
         if !undo.purge {

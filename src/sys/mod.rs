@@ -2,6 +2,7 @@
 //! steps decide what to do, these modules only know how.
 
 pub mod agent_home;
+pub mod bounded;
 pub mod files;
 pub mod netlink;
 pub mod netns;
