@@ -339,7 +339,7 @@ pub fn revert_all(
         let id = step.id();
         let Some(r) = state.get(id) else { continue };
         let data = r.data.clone();
-        match step.revert(undo, &data) {
+        match crate::fault::before_revert(id).and_then(|()| step.revert(undo, &data)) {
             Ok(changes) => {
                 crate::fault::after_revert(id);
                 state.remove(id);

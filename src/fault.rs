@@ -3,7 +3,8 @@
 //! every hook below is an empty inline function and `SANDBOX_FAULT` is never
 //! read.
 //!
-//! `SANDBOX_FAULT=<mode>:<step>[:<n>]` picks one fault:
+//! `SANDBOX_FAULT=<mode>:<step>[:<n>]` picks one fault (`fail-revert`: the
+//! step's revert fails, as a step the host stops from reverting would):
 //!
 //! | mode                   | where                                         | what                       |
 //! |------------------------|-----------------------------------------------|----------------------------|
@@ -92,6 +93,13 @@ mod imp {
         }
     }
 
+    pub fn before_revert(step: &str) -> Result<()> {
+        match hit("fail-revert", step) {
+            Some(_) => Err(fail(&format!("fail-revert:{step}"))),
+            None => Ok(()),
+        }
+    }
+
     pub fn after_revert(step: &str) {
         if hit("abort-after-revert", step).is_some() {
             die(&format!("abort-after-revert:{step}"));
@@ -114,7 +122,15 @@ mod imp {
         Ok(())
     }
     #[inline(always)]
+    pub fn before_revert(_step: &str) -> Result<()> {
+        Ok(())
+    }
+    #[inline(always)]
     pub fn after_revert(_step: &str) {}
+}
+
+pub fn before_revert(step: &str) -> Result<()> {
+    imp::before_revert(step)
 }
 
 /// Before a step's `apply`: `fail:<step>`.

@@ -402,11 +402,8 @@ fn bad_file_contents_on_the_host_exit_3_or_5_and_change_nothing() {
     let json = host.root().join("home/sandbox/.openclaw/openclaw.json");
     let original = std::fs::read(&json).expect("seeded openclaw.json");
     let cases: &[(&[u8], &[&str])] = &[
-        (b"{\"master_key\": \"k\",\n  oops\n}\n", &["malformed JSON", "line 2"]),
-        (
-            b"{\"gateway\": {\"mode\": \"local\"}}\n",
-            &["master_key not found", "openclaw --version"],
-        ),
+        (b"{\"gateway\": {},\n  oops\n}\n", &["malformed JSON5", "line 3"]),
+        (b"[1]\n", &["is not a JSON object", "openclaw setup --baseline"]),
         (b"", &["malformed JSON"]),
     ];
     for (body, needles) in cases {

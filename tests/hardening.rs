@@ -59,6 +59,7 @@ fn timed(f: impl FnOnce() -> Run) -> Run {
 }
 
 #[test]
+#[cfg(feature = "fault-injection")]
 fn disable_takes_the_network_away_even_when_a_home_step_cannot_revert() {
     let Some(host) = FakeHost::new() else { return };
     let forward_before = host.sysctl(Ns::Host, "net/ipv4/ip_forward");
@@ -67,18 +68,20 @@ fn disable_takes_the_network_away_even_when_a_home_step_cannot_revert() {
     assert_eq!(host.sysctl(Ns::Host, "net/ipv4/ip_forward"), "1");
     assert_eq!(network_left(&host).len(), 5, "the network is in place");
 
-    // The agent swaps a directory setup made for a file: reading what
-    // setup wrote below it fails, so the extras step cannot revert.
-    let skill = host.root().join("home/sandbox/.claw/skills/codeguard");
+    // The agent swaps a directory setup made for a file: the home-access
+    // layer keeps what it cannot vouch for and reports it, so sabotage
+    // alone no longer fails a revert. A step that does fail (here by the
+    // test build's fault hook) must not keep the network in place.
+    let skill = host.root().join("home/sandbox/.openclaw/skills/codeguard");
     std::fs::remove_dir_all(&skill).expect("remove the skill directory");
     std::fs::write(&skill, "sabotage").expect("a file in its place");
 
-    let run = host.disable();
+    let run = host.disable_env(&[("SANDBOX_FAULT", "fail-revert:extras")], &[]);
     assert_eq!(run.code, 1, "one step failed:\n{run}");
     for needle in [
         "could not revert 1 step",
         "step extras (revert)",
-        "codeguard",
+        "fail-revert:extras",
         "--disable` again",
     ] {
         assert!(run.stderr.contains(needle), "stderr does not say {needle:?}:\n{run}");

@@ -118,11 +118,11 @@ fn first_setup(root: &Path) -> (u32, u32) {
     let t = fails(
         sandbox(root, &[]),
         1,
-        "openclaw.json: master_key not found: OpenClaw never ran as the sandbox user",
+        "openclaw.json: does not exist: OpenClaw was never set up for the sandbox user",
     );
     assert!(t.contains("note: this run had already changed the host (user, "), "{t}");
     assert!(
-        t.contains("run `sudo -u sandbox openclaw --version` to materialize defaults, then re-run"),
+        t.contains("run `sudo -u sandbox -H openclaw setup --baseline` (it writes the config), then re-run"),
         "{t}"
     );
     assert!(!oc_json(root).exists(), "nothing written");
@@ -205,8 +205,8 @@ fn setup_rerun_disable_and_purge() {
         for f in [
             "run-sandbox.sh",
             "pair.sh",
-            ".claw/skills/codeguard/SKILL.md",
-            ".claw/extensions/defenseclaw/index.js",
+            ".openclaw/skills/codeguard/SKILL.md",
+            ".openclaw/extensions/defenseclaw/index.js",
         ] {
             assert!(h.join(f).is_file(), "{f}");
         }
@@ -226,7 +226,7 @@ fn setup_rerun_disable_and_purge() {
         assert!(key.is_file() && h.join(".env").is_file(), "device identity kept");
         assert!(h.join(".defenseclaw/policy/egress.rego").is_file(), "policy kept");
         assert!(
-            !h.join("run-sandbox.sh").exists() && !h.join(".claw").exists(),
+            !h.join("run-sandbox.sh").exists() && !h.join(".openclaw/skills").exists(),
             "scripts and extras gone"
         );
         assert!(!h.join(".bashrc").exists(), "our .bashrc gone");
@@ -294,7 +294,7 @@ fn operator_edits_survive_rerun_preset_switch_and_disable() {
 #[test]
 fn symlink_ownership_and_malformed_openclaw_json_are_refused() {
     in_throwaway_host(|root| {
-        fails(sandbox(root, &[]), 1, "master_key not found");
+        fails(sandbox(root, &[]), 1, "never set up");
         let (uid, gid) = account(root, "sandbox").expect("user");
         let h = home(root);
         let dir = h.join(".openclaw");
@@ -315,7 +315,7 @@ fn symlink_ownership_and_malformed_openclaw_json_are_refused() {
 
         fs::write(oc_json(root), "{\n  \"master_key\": \"x\",\n  oops\n}\n").expect("write");
         std::os::unix::fs::chown(oc_json(root), Some(uid), Some(gid)).expect("chown");
-        fails(sandbox(root, &[]), 3, "line 3, column 3");
+        fails(sandbox(root, &[]), 3, "line 3");
         assert!(!dir.join("openclaw.json.bak").exists());
         fs::write(oc_json(root), ORIGINAL).expect("write");
 
@@ -324,7 +324,7 @@ fn symlink_ownership_and_malformed_openclaw_json_are_refused() {
         // the scripts in this run)...
         let outside = root.join("outside");
         fs::create_dir(&outside).expect("outside");
-        std::os::unix::fs::symlink(&outside, h.join(".claw")).expect("link");
+        std::os::unix::fs::symlink(&outside, h.join(".openclaw/skills")).expect("link");
         let t = fails(sandbox(root, &[]), 1, "symbolic link");
         assert!(t.contains("already changed the host (openclaw, "), "{t}");
         assert_eq!(
@@ -333,7 +333,7 @@ fn symlink_ownership_and_malformed_openclaw_json_are_refused() {
             "nothing written through it"
         );
         assert_eq!(fs::metadata(&outside).expect("m").uid(), 0, "not chowned");
-        fs::remove_file(h.join(".claw")).expect("rm");
+        fs::remove_file(h.join(".openclaw/skills")).expect("rm");
 
         // ...and one elsewhere in the home is never followed.
         std::os::unix::fs::symlink(root.join("etc"), h.join("evil")).expect("link");

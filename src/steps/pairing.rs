@@ -358,7 +358,7 @@ impl Step for Pairing {
         Ok(out)
     }
 
-    fn revert(&self, _undo: &Undo, v: &Value) -> Result<Vec<String>> {
+    fn revert(&self, undo: &Undo, v: &Value) -> Result<Vec<String>> {
         let r: Record = data(self.id(), v)?;
         let h = r.at.open()?;
         let mut out = Vec::new();
@@ -388,11 +388,18 @@ impl Step for Pairing {
             }
         }
         h.remove_dirs(&r.created_dirs)?;
-        if let Some(d) = &r.sidecar {
-            out.push(format!(
+        match &r.sidecar {
+            // A key setup made in the dynamic user's state directory is
+            // ours alone: it goes with the sandbox.
+            Some(d @ DataDir::State { .. }) if r.key_created => {
+                d.open(&undo.root)?.remove(KEY)?;
+                out.push(format!("removed {}", d.path().join(KEY).display()));
+            }
+            Some(d) => out.push(format!(
                 "kept {} (the sidecar's identity)",
                 d.path().join(KEY).display()
-            ));
+            )),
+            None => {}
         }
         Ok(out)
     }

@@ -111,9 +111,10 @@ snapshot() {
   find /etc /home /root /usr/local -xdev -type f -print0 2>/dev/null | sort -z | xargs -0 sha256sum
 }
 
-# Files setup keeps by design at --disable (README: the policy, the device
-# key, the token; and what the stand-in agent wrote itself).
-KEPT='(^|  )/home/sandbox/(\.defenseclaw|\.env|agent-report|\.agent-report\.tmp)'
+# Files setup keeps by design at --disable (README: the policy; the
+# sidecar's device key in the admin's DefenseClaw home; and what the
+# stand-in agent wrote itself).
+KEPT='(^|  )(/home/sandbox/(\.defenseclaw|agent-report|\.agent-report\.tmp)|/home/admin/\.defenseclaw)'
 strip_kept() { grep -v -E "$KEPT"; }
 
 wait_for() { # wait_for SECONDS command...: until the command succeeds
