@@ -21,7 +21,7 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 ///
 /// The content goes to an anonymous file (`O_TMPFILE`) first, so a run
 /// killed while writing leaves nothing behind; only once it is complete
-/// does it get a name (`.NAME.sandbox-tmp`, for the instant until the
+/// does it get a name (`.NAME.<pid>.sandbox-tmp`, for the instant until the
 /// rename). A full disk or a read-only filesystem is reported with its
 /// fix, and leaves the old file as it was.
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
@@ -101,7 +101,8 @@ fn write_file(path: &Path, bytes: &[u8], mode: u32, owner: Option<(u32, u32)>, s
         match anonymous {
             Ok(mut f) => {
                 write(&mut f, dir)?;
-                // A stale name from a run killed between link and rename.
+                // A stale name of ours (pids are reused) from a run killed
+                // between link and rename.
                 let _ = fs::remove_file(&tmp);
                 let fd = PathBuf::from(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&f)));
                 nix::unistd::linkat(
@@ -144,15 +145,48 @@ fn write_file(path: &Path, bytes: &[u8], mode: u32, owner: Option<(u32, u32)>, s
     result
 }
 
-/// The name a file has for an instant before it is renamed over `path`.
-/// A run killed in that instant leaves it; reverts remove it with the file.
+/// The name a file has for an instant before it is renamed over `path`:
+/// `.NAME.<pid>.sandbox-tmp`, one per process, so two runs writing one
+/// shared file (the unit templates) never take each other's temp file. A
+/// run killed in that instant leaves it; reverts remove it with the file.
 pub fn temp_path(path: &Path) -> PathBuf {
+    temp_path_of(path, std::process::id())
+}
+
+fn temp_path_of(path: &Path, pid: u32) -> PathBuf {
     let dir = path.parent().unwrap_or(Path::new("/"));
-    let file_name = path
-        .file_name()
+    dir.join(format!(".{}.{pid}.sandbox-tmp", file_name(path)))
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name()
         .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    dir.join(format!(".{file_name}.sandbox-tmp"))
+        .unwrap_or_default()
+}
+
+/// The temp names of `path` left by runs that are gone (or by this one):
+/// never one a live run is about to rename into place.
+fn stale_temps(path: &Path) -> Vec<PathBuf> {
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    let prefix = format!(".{}.", file_name(path));
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let pid = name.strip_prefix(&prefix)?.strip_suffix(".sandbox-tmp")?;
+            // Older versions used `.NAME.sandbox-tmp` (no pid).
+            let gone = pid.is_empty()
+                || pid.parse::<i32>().is_ok_and(|p| {
+                    p as u32 == std::process::id()
+                        || nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), None) == Err(nix::errno::Errno::ESRCH)
+                });
+            gone.then(|| e.path())
+        })
+        .chain(std::iter::once(dir.join(format!(".{}.sandbox-tmp", file_name(path)))))
+        .collect()
 }
 
 /// An I/O error, with the fix when the cause is the filesystem itself.
@@ -210,14 +244,16 @@ pub fn create_dirs(dir: &Path, mode: u32) -> Result<Vec<PathBuf>> {
     Ok(made)
 }
 
-/// Remove the temp name a killed `write_atomic` of `path` may have left.
+/// Remove the temp names a killed `write_atomic` of `path` may have left.
 pub fn remove_temp(path: &Path) -> Result<()> {
-    let tmp = temp_path(path);
-    match fs::remove_file(&tmp) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(Error::io("remove", tmp, e)),
+    for tmp in stale_temps(path) {
+        match fs::remove_file(&tmp) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io("remove", tmp, e)),
+        }
     }
+    Ok(())
 }
 
 /// Remove directories we created (innermost first), each only if empty
@@ -343,6 +379,21 @@ mod tests {
         remove_dirs(&made).expect("remove");
         assert!(!d.path().join("a/b").exists());
         assert!(d.path().join("a/keep").exists(), "a is not empty, so it stays");
+    }
+
+    #[test]
+    fn stale_temp_names_go_and_a_live_runs_stays() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let p = d.path().join("f");
+        let old = d.path().join(".f.sandbox-tmp");
+        let live = temp_path_of(&p, 1); // init: always alive
+        let dead = temp_path_of(&p, i32::MAX as u32);
+        for t in [&old, &live, &dead] {
+            fs::write(t, "x").expect("w");
+        }
+        remove_temp(&p).expect("remove");
+        assert!(!old.exists() && !dead.exists());
+        assert!(live.exists(), "another live run's temp file is not ours to take");
     }
 
     #[test]
