@@ -86,21 +86,26 @@ pub fn collect(root: &Root, name: &str, systemd: bool) -> Result<Status> {
     };
     // Refusals inside the sandbox are the rules working; one counted on the
     // host means the sandbox's own rules were bypassed.
-    let bypassed: Vec<String> = denials
-        .iter()
-        .filter(|d| d.layer == Where::Host)
-        .map(|d| format!("{} {}/{} x{}", d.dst, d.proto, d.port, d.count))
-        .collect();
+    // Each setup clears what the host table counted before it (saying so
+    // in its output and the audit log), so these are since the last setup.
+    let bypassed: Vec<Denial> = denials.iter().filter(|d| d.layer == Where::Host).cloned().collect();
     checks.push(if bypassed.is_empty() {
-        Check::ok("host refusals", "none: the sandbox's own rules hold")
+        Check::ok(
+            "host refusals",
+            "none since the last setup: the sandbox's own rules hold",
+        )
     } else {
         Check::bad(
             "host refusals",
             format!(
-                "the host table refused {}: the sandbox's own rules were bypassed",
-                bypassed.join(", ")
+                "since the last setup the host table refused {}: the sandbox's own rules were bypassed",
+                firewall::denials::summary(&bypassed)
             ),
-            "check the table inside the namespace, re-run setup, and investigate the agent",
+            format!(
+                "investigate the agent, then re-run `sudo sandbox setup --name {}` with your flags: it repairs the \
+                 sandbox's table and clears this count (the refusals go to `sandbox log`)",
+                spec.name
+            ),
         )
     });
     let healthy = checks.iter().all(|c| c.ok);
@@ -145,7 +150,11 @@ fn drift(spec: &Spec, state: &State) -> Vec<Check> {
             let id = step.id();
             let recorded = state.get(id);
             // Files the operator edited are kept on purpose: a note, not a fault.
-            let (notes, changes): (Vec<String>, Vec<String>) = o.changes.into_iter().partition(|c| engine::is_note(c));
+            let (notes, changes): (Vec<String>, Vec<String>) = o
+                .changes
+                .into_iter()
+                .filter(|c| !steps::only_clears_refusals(c))
+                .partition(|c| engine::is_note(c));
             if changes.is_empty() {
                 let detail = match (recorded, notes.is_empty()) {
                     (_, false) => notes.join("; "),
@@ -283,23 +292,25 @@ pub fn print_table(s: &Status) {
     if s.denials.is_empty() {
         crate::outln!("refused connections: none counted");
     } else {
-        crate::outln!("refused connections (last 24 h, most first):");
+        crate::outln!("refused connections (netns: last 24 h; host: since the last setup; most first):");
         crate::outln!(
-            "  {:<6} {:<40} {:<5} {:>6} {:>8}",
+            "  {:<6} {:<40} {:<5} {:>6} {:>8}  {}",
             "where",
             "destination",
             "proto",
             "port",
-            "count"
+            "count",
+            "last"
         );
         for d in &s.denials {
             let layer = if d.layer == Where::Host { "host" } else { "netns" };
             crate::outln!(
-                "  {layer:<6} {:<40} {:<5} {:>6} {:>8}",
+                "  {layer:<6} {:<40} {:<5} {:>6} {:>8}  {}",
                 d.dst.to_string(),
                 d.proto,
                 d.port,
-                d.count
+                d.count,
+                d.last.as_deref().unwrap_or("-")
             );
         }
     }

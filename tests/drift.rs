@@ -191,3 +191,69 @@ fn the_sweep_leaves_what_is_not_ours() {
     assert!(run.stdout.contains("lacks our header line"), "{run}");
     before.assert_restored(&host.snapshot(), "a sweep with nothing of ours");
 }
+
+/// The host table counted refusals (the sandbox's own table was gone):
+/// `status` fails. The `setup` it prescribes repairs the table and clears
+/// the count, saying what it cleared (output and audit log), so `status`
+/// passes again; a refusal after that setup fails it again. It used to
+/// keep failing for 24 h whatever the operator did.
+#[test]
+fn host_refusals_count_from_the_last_setup() {
+    let Some((host, _before, _clean)) = installed(&["--policy", "strict"]) else {
+        return;
+    };
+    let status = |host: &FakeHost| {
+        let run = host.sandbox(&["status", "--root", host.root_str(), "--no-systemd", "--json"]);
+        let v: serde_json::Value = serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("{e}:\n{run}"));
+        let check = v["checks"]
+            .as_array()
+            .and_then(|cs| cs.iter().find(|c| c["check"] == "host refusals").cloned())
+            .unwrap_or_else(|| panic!("no host refusals check:\n{run}"));
+        let text = host.sandbox(&["status", "--root", host.root_str(), "--no-systemd"]);
+        (check, text)
+    };
+    host.listen_tcp(Ns::Host, (HOST_IP, 2222).into());
+    host.nft(Ns::Sandbox, &["delete", "table", "inet", TABLE]);
+    host.tcp(Ns::Sandbox, (HOST_IP, 2222)).assert_refused_promptly();
+
+    let (check, text) = status(&host);
+    assert_eq!(check["ok"], false, "{check}\n{text}");
+    let detail = check["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains("since the last setup the host table refused 1 (10.200.0.1 tcp/2222 x1), the last at 20"),
+        "{detail}"
+    );
+    assert!(text.stdout.contains("host   10.200.0.1"), "{text}");
+    assert!(
+        check["fix"].as_str().unwrap_or_default().contains("clears this count"),
+        "{check}"
+    );
+    let plan = host.sandbox(&["plan", "--root", host.root_str(), "--no-systemd", "--policy", "strict"]);
+    assert!(
+        plan.stdout
+            .contains("clear the host table's refusals: 1 (10.200.0.1 tcp/2222 x1)"),
+        "{plan}"
+    );
+
+    let run = host.setup_ok(&["--policy", "strict"]);
+    assert!(
+        run.stdout
+            .contains("cleared the host table's refusals: 1 (10.200.0.1 tcp/2222 x1), the last at "),
+        "{run}"
+    );
+    let (check, text) = status(&host);
+    assert_eq!(check["ok"], true, "{check}\n{text}");
+    assert!(!text.stdout.contains("host   10.200.0.1"), "{text}");
+    let log = host.sandbox(&["log", "--root", host.root_str()]);
+    assert!(log.stdout.contains("cleared the host table's refusals"), "{log}");
+    // Nothing left to clear: a re-run changes nothing.
+    let again = host.setup_ok(&["--policy", "strict"]);
+    assert!(again.stdout.contains("nothing changed"), "{again}");
+
+    // A refusal after the setup fails status again.
+    host.nft(Ns::Sandbox, &["delete", "table", "inet", TABLE]);
+    host.tcp(Ns::Sandbox, (HOST_IP, 2222)).assert_refused_promptly();
+    let (check, _) = status(&host);
+    assert_eq!(check["ok"], false, "{check}");
+    host.disable_ok();
+}

@@ -392,10 +392,19 @@ fn the_host_table_counts_what_gets_past_a_deleted_netns_table() {
     assert_denied(&d, HOST_IP, "tcp", WILDCARD_PORT, Where::Host);
     assert_denied(&d, WEB, "tcp", 443, Where::Host);
     assert!(!d.iter().any(|x| x.port == GATEWAY_PORT), "{d:#?}");
-    // A re-run repairs the netns table; the counts survive in the host's.
-    host.setup_ok(&["--policy", "default", "--dns", DNS_A]);
+    // A re-run repairs the netns table and clears the host's counts,
+    // saying what it cleared (its output, the audit log): from then on
+    // they count from that setup, so `status` can pass again.
+    let run = host.setup_ok(&["--policy", "default", "--dns", DNS_A]);
+    assert!(
+        run.stdout.contains("cleared the host table's refusals") && run.stdout.contains("203.0.113.80 tcp/443 x1"),
+        "{run}"
+    );
     let d = denials(&host, "default");
-    assert_denied(&d, WEB, "tcp", 443, Where::Host);
+    assert!(!d.iter().any(|x| x.layer == Where::Host), "{d:#?}");
+    host.nft(Ns::Sandbox, &["delete", "table", "inet", TABLE]);
+    host.tcp(Ns::Sandbox, (WEB, 443)).assert_refused_promptly();
+    assert_denied(&denials(&host, "default"), WEB, "tcp", 443, Where::Host);
 }
 
 /// The probe refuses to vouch for anything when it runs with privilege.

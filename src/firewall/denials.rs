@@ -10,7 +10,7 @@ use std::net::IpAddr;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::{DENIED4, DENIED6};
+use super::DENIED_TIMEOUT_S;
 use crate::error::Result;
 use crate::spec::Spec;
 use crate::sys::{netns, nft};
@@ -40,6 +40,36 @@ pub struct Denial {
     /// Seconds until the entry expires unless refused again.
     pub expires_s: Option<u64>,
     pub layer: Where,
+    /// When it was last refused (UTC, RFC 3339): each refusal restarts the
+    /// entry's timeout, so this is now minus the time the entry has run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last: Option<String>,
+}
+
+impl Denial {
+    /// Seconds since the last refusal, when the kernel said when it expires.
+    pub fn last_s_ago(&self) -> Option<u64> {
+        self.expires_s.map(|e| u64::from(DENIED_TIMEOUT_S).saturating_sub(e))
+    }
+
+    /// `203.0.113.80 tcp/22 x3`.
+    pub fn short(&self) -> String {
+        format!("{} {}/{} x{}", self.dst, self.proto, self.port, self.count)
+    }
+}
+
+/// How many refusals, to what, and the time of the last one, in one line:
+/// `3 (10.200.0.1 tcp/2222 x2, ...), the last at 2025-01-01T00:00:00Z`.
+pub fn summary(ds: &[Denial]) -> String {
+    let total: u64 = ds.iter().map(|d| d.count).sum();
+    let list: Vec<String> = ds.iter().map(Denial::short).collect();
+    let last = ds
+        .iter()
+        .filter_map(|d| d.last.clone().zip(d.last_s_ago()))
+        .min_by_key(|(_, ago)| *ago)
+        .map(|(at, _)| format!(", the last at {at}"))
+        .unwrap_or_default();
+    format!("{total} ({}){last}", list.join(", "))
 }
 
 /// Every denial of this sandbox, most frequent first: the namespace's
@@ -61,11 +91,16 @@ pub fn denials(spec: &Spec) -> Result<Vec<Denial>> {
 /// The denials recorded in table `inet <table>` of the calling thread's
 /// network namespace.
 pub fn read_table(table: &str, layer: Where) -> Result<Vec<Denial>> {
-    let mut out = Vec::new();
-    for set in [DENIED4, DENIED6] {
-        if let Some(doc) = nft::list_set(table, set)? {
-            out.extend(parse(&doc, layer));
-        }
+    // One `nft` run for both sets: the whole (small) table.
+    let mut out = match nft::list_table(table)? {
+        Some(doc) => parse(&doc, layer),
+        None => Vec::new(),
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    for d in &mut out {
+        d.last = d.last_s_ago().map(|ago| crate::audit::rfc3339(now.saturating_sub(ago)));
     }
     sort(&mut out);
     Ok(out)
@@ -119,6 +154,7 @@ pub fn parse(doc: &Value, layer: Where) -> Vec<Denial> {
                 bytes: meta.pointer("/counter/bytes").and_then(Value::as_u64).unwrap_or(0),
                 expires_s: meta.get("expires").and_then(Value::as_u64),
                 layer,
+                last: None,
             });
         }
     }

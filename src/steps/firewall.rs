@@ -16,7 +16,7 @@ use serde_json::Value;
 
 use crate::engine::{data, Recorder, Step, Undo};
 use crate::error::Result;
-use crate::firewall::{generate, Table};
+use crate::firewall::{denials, generate, Table, Where, DENIED4, DENIED6};
 use crate::inventory::Inventory;
 use crate::spec::Spec;
 use crate::sys::{netns, nft};
@@ -70,6 +70,11 @@ impl Step for EgressRules {
             let t = generate::host_table(spec);
             if !nft::is_current(&t)? {
                 out.push(describe_host(&t));
+            } else {
+                let seen = denials::read_table(&t.name, Where::Host)?;
+                if !seen.is_empty() {
+                    out.push(format!("{CLEAR} {} before this setup", denials::summary(&seen)));
+                }
             }
         } else if rec
             .and_then(|v| data::<Record>(self.id(), v).ok())
@@ -181,11 +186,32 @@ fn install_inside(t: &Table, path: &Path, known: bool) -> Result<bool> {
 fn host_side(want: Option<&Table>, had: bool, name: &str) -> Result<Vec<String>> {
     match want {
         Some(t) => {
+            // Refusals the host table counted are kept until a setup has
+            // seen them: they go into its output and the audit log, and
+            // `status` counts only those after it.
+            let seen = if had {
+                denials::read_table(&t.name, Where::Host)?
+            } else {
+                vec![]
+            };
+            let cleared = |out: &mut Vec<String>| {
+                if !seen.is_empty() {
+                    out.push(format!("{CLEARED} {} before this setup", denials::summary(&seen)));
+                }
+            };
+            let mut out = Vec::new();
             if had && nft::is_current(t)? {
-                return Ok(vec![]);
+                if !seen.is_empty() {
+                    nft::flush_sets(&t.name, &[DENIED4, DENIED6])?;
+                }
+                cleared(&mut out);
+                return Ok(out);
             }
+            // Replacing the table starts its sets afresh.
             nft::apply(t, !had)?;
-            Ok(vec![describe_host(t).replacen("install", "installed", 1)])
+            out.push(describe_host(t).replacen("install", "installed", 1));
+            cleared(&mut out);
+            Ok(out)
         }
         None if had => {
             nft::delete_table(name)?;
@@ -193,6 +219,16 @@ fn host_side(want: Option<&Table>, had: bool, name: &str) -> Result<Vec<String>>
         }
         None => Ok(vec![]),
     }
+}
+
+/// How a plan, and a setup, say the host refusals they clear.
+const CLEAR: &str = "clear the host table's refusals:";
+const CLEARED: &str = "cleared the host table's refusals:";
+
+/// A plan line that only clears counted host refusals: no drift of ours
+/// (`status` reports those refusals on their own).
+pub fn only_clears_refusals(line: &str) -> bool {
+    line.starts_with(CLEAR)
 }
 
 fn describe_inside(t: &Table, netns: &str) -> String {

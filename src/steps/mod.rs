@@ -40,6 +40,7 @@ mod veth;
 
 use crate::engine::Step;
 
+pub use firewall::only_clears_refusals;
 pub use veth::alias as veth_alias;
 
 pub fn all() -> Vec<Box<dyn Step>> {

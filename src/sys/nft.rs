@@ -40,19 +40,36 @@ pub fn delete_table(name: &str) -> Result<()> {
     run(&batch, &format!("delete table inet {name}"))
 }
 
+/// Empty sets of our table (their elements and counters), in one batch.
+pub fn flush_sets(table: &str, sets: &[&str]) -> Result<()> {
+    let objects: Vec<serde_json::Value> = sets
+        .iter()
+        .map(|s| serde_json::json!({"flush": {"set": {"family": "inet", "table": table, "name": s}}}))
+        .collect();
+    run(
+        &serde_json::json!({ "nftables": objects }),
+        &format!("flush the refusal sets of inet {table}"),
+    )
+}
+
 /// Our table as `nft` lists it, reduced to its shape; None when absent.
 pub fn table_shape(name: &str) -> Result<Option<Vec<ChainShape>>> {
+    Ok(list_table(name)?.map(|doc| shape_of(&doc)))
+}
+
+/// `nft -j list table inet <name>` (sets with their elements included),
+/// parsed; None when absent. One `nft` run.
+pub fn list_table(name: &str) -> Result<Option<serde_json::Value>> {
     let args = ["list", "table", "inet", name];
     let out = match helper::get_current_ruleset_raw(Some(NFT), args) {
         Ok(out) => out,
         Err(NftablesError::NftFailed { stderr, .. }) if stderr.contains("No such file") => return Ok(None),
         Err(e) => return Err(nft_error(&format!("list table inet {name}"), e)),
     };
-    let doc: serde_json::Value = serde_json::from_str(&out).map_err(|e| Error::Nft {
+    serde_json::from_str(&out).map(Some).map_err(|e| Error::Nft {
         op: format!("list table inet {name}"),
         cause: format!("unreadable JSON from nft: {e}"),
-    })?;
-    Ok(Some(shape_of(&doc)))
+    })
 }
 
 /// Chains in listing order, each with the comments of its rules in order.
