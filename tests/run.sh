@@ -22,6 +22,11 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends \
   nftables iproute2 util-linux passwd shellcheck >/dev/null
+echo "== installing the real OpenClaw + Node 24 (npm, cached outside the clone)"
+# The integration tests run the real OpenClaw from here; without it they fail
+# in CI rather than skip.
+SANDBOX_OPENCLAW_DIR=$(tests/openclaw/install.sh)
+export SANDBOX_OPENCLAW_DIR
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
@@ -37,4 +42,4 @@ SANDBOX_BIN="${CARGO_TARGET_DIR:-target}/debug/sandbox" tests/bench/soak.sh 20
 echo "== vm-tests: the real binary against a real systemd under qemu (image cached in vm-tests/cache/)"
 VM_PROFILE=dev bash vm-tests/run.sh
 echo "== shellcheck"
-shellcheck tests/run.sh tests/bench/*.sh .ci/run vm-tests/run.sh vm-tests/guest/inside.sh
+shellcheck tests/run.sh tests/openclaw/install.sh tests/bench/*.sh .ci/run vm-tests/run.sh vm-tests/guest/inside.sh
