@@ -21,7 +21,7 @@ echo "== installing test dependencies (apt)"
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends \
-  nftables iproute2 util-linux passwd shellcheck >/dev/null
+  nftables iproute2 util-linux passwd shellcheck python3 >/dev/null
 echo "== installing the real OpenClaw + Node 24 (npm, cached outside the clone)"
 # The integration tests run the real OpenClaw from here; without it they fail
 # in CI rather than skip.
@@ -33,6 +33,8 @@ cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --all-targets --quiet -- -D warnings
 cargo clippy --all-targets --features fault-injection --quiet -- -D warnings
+echo "== the DefenseClaw stand-in reads what the real gateway reads (python unittest, loopback only)"
+python3 -m unittest discover -s tests/standin
 # The fault-injection feature only adds hooks that SANDBOX_FAULT arms, so
 # every ordinary test runs too.
 echo "== cargo test (unit + root integration + fault matrix)"
