@@ -21,13 +21,20 @@ echo "== installing test dependencies (apt)"
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends \
-  nftables iproute2 util-linux passwd shellcheck >/dev/null
+  nftables iproute2 util-linux passwd shellcheck python3 >/dev/null
+echo "== installing the real OpenClaw + Node 24 (npm, cached outside the clone)"
+# The integration tests run the real OpenClaw from here; without it they fail
+# in CI rather than skip.
+SANDBOX_OPENCLAW_DIR=$(tests/openclaw/install.sh)
+export SANDBOX_OPENCLAW_DIR
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --all-targets --quiet -- -D warnings
 cargo clippy --all-targets --features fault-injection --quiet -- -D warnings
+echo "== the DefenseClaw stand-in reads what the real gateway reads (python unittest, loopback only)"
+python3 -m unittest discover -s tests/standin
 # The fault-injection feature only adds hooks that SANDBOX_FAULT arms, so
 # every ordinary test runs too.
 echo "== cargo test (unit + root integration + fault matrix)"
@@ -37,4 +44,4 @@ SANDBOX_BIN="${CARGO_TARGET_DIR:-target}/debug/sandbox" tests/bench/soak.sh 20
 echo "== vm-tests: the real binary against a real systemd under qemu (image cached in vm-tests/cache/)"
 VM_PROFILE=dev bash vm-tests/run.sh
 echo "== shellcheck"
-shellcheck tests/run.sh tests/bench/*.sh .ci/run vm-tests/run.sh vm-tests/guest/inside.sh
+shellcheck tests/run.sh tests/openclaw/install.sh tests/bench/*.sh .ci/run vm-tests/run.sh vm-tests/guest/inside.sh

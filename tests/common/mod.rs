@@ -24,6 +24,8 @@
 
 #![allow(dead_code)] // each test file uses a different part of the harness
 
+pub mod openclaw;
+
 use std::collections::BTreeMap;
 use std::fmt;
 use std::fs::File;

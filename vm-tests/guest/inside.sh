@@ -190,9 +190,13 @@ checks_running() {
   expect "agent can write its home" ok "$(field write_home)"
   local g
   g=$(field sidecar_gateway)
-  check "the sidecar's gateway port answers the agent ($g)" grep -q "^ok defenseclaw-standin_port=18970_sandbox=${NAME}_policy=readable" <<<"$g"
+  # /health of the stand-in, which says what it read from the sidecar's own
+  # config.yaml (written by setup): bound on the host IP in standalone mode.
+  check "the sidecar's gateway port answers the agent's GET /health ($g)" grep -q '^ok {.*"standin":_"defenseclaw-gateway"' <<<"$g"
+  check "the sidecar read its config.yaml: API on $HOST_IP:18970 ($g)" grep -q "\"api\":_\"$HOST_IP:18970\"" <<<"$g"
+  check "the sidecar read its config.yaml: standalone mode, OpenClaw on $SANDBOX_IP:18789 ($g)" grep -q "\"openshell_mode\":_\"standalone\".*\"openclaw\":_\"$SANDBOX_IP:18789\"" <<<"$g"
   g=$(field sidecar_guardrail)
-  check "the sidecar's guardrail port answers the agent ($g)" grep -q "^ok defenseclaw-standin_port=4000" <<<"$g"
+  check "the sidecar's guardrail port answers the agent's GET /health ($g)" grep -q '^ok {"status":_"healthy"}' <<<"$g"
   for g in host_other_port outside outside_dns; do
     local got
     got=$(field $g)
