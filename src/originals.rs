@@ -72,6 +72,24 @@ pub fn forget(state_dir: &Path, sha: &str) -> Result<()> {
     files::remove_dirs(&[d])
 }
 
+/// `--disable` without a record: the kept copies cannot be matched to
+/// files any more (the record held which is which), so they go with the
+/// state directory.
+pub fn forget_all(state_dir: &Path) -> Result<()> {
+    let d = dir(state_dir);
+    let entries = match std::fs::read_dir(&d) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io("list", d, e)),
+    };
+    for e in entries.flatten() {
+        if e.file_type().is_ok_and(|t| t.is_file()) {
+            std::fs::remove_file(e.path()).map_err(|err| Error::io("remove", e.path(), err))?;
+        }
+    }
+    files::remove_dirs(&[d])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

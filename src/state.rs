@@ -233,6 +233,7 @@ impl Store {
                 Err(e) => return Err(Error::io("remove", f, e)),
             }
         }
+        crate::originals::forget_all(&self.dir)?;
         let mut dirs = vec![self.dir.clone()];
         if let Some(parent) = self.dir.parent() {
             dirs.insert(0, parent.to_path_buf());

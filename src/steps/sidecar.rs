@@ -248,6 +248,27 @@ impl Step for Sidecar {
         Ok(out)
     }
 
+    /// Without a record: the dynamic user's state directory is ours by its
+    /// name (`defenseclaw-<name>`), and what setup puts there goes. An
+    /// admin's `~/.defenseclaw` cannot be told from their own: kept.
+    fn sweep(&self, undo: &Undo, name: &str) -> Result<Vec<String>> {
+        let dir = super::sidecar_data::state_dir(&undo.root, name);
+        if !dir.is_dir() {
+            return Ok(vec![]);
+        }
+        let side = DataDir::State { dir: dir.clone() }.open(&undo.root)?;
+        for f in [CONFIG, ENV, "device.key"] {
+            side.remove(f)?;
+            files::remove_temp(&dir.join(f))?;
+        }
+        let parent = dir.parent().map(PathBuf::from);
+        files::remove_dirs(&[parent.unwrap_or_default(), dir.clone()])?;
+        Ok(vec![format!(
+            "removed {} (the sidecar's state for this sandbox)",
+            dir.display()
+        )])
+    }
+
     fn revert(&self, undo: &Undo, v: &Value) -> Result<Vec<String>> {
         let r: Record = data(self.id(), v)?;
         let Some(d) = &r.dir else { return Ok(vec![]) };
