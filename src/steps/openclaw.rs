@@ -58,9 +58,10 @@ struct Record {
     /// SHA-256 of the original, kept under the state directory.
     original_sha256: String,
     written_sha256: String,
-    /// SHA-256 of the `.bak` we wrote (None: we wrote none).
+    /// The `.bak` we wrote, and the one OpenClaw had there before (kept by
+    /// root, put back by `--disable`).
     #[serde(default)]
-    bak_sha256: Option<String>,
+    bak: Option<home::Written>,
     /// The token we generated (the file had none): reused by re-runs.
     #[serde(default)]
     token: Option<String>,
@@ -394,7 +395,17 @@ impl Step for OpenclawJson {
             r.at = HomeRef::of(spec, rec)?;
             // Root's copy first: it is what --disable restores.
             r.original_sha256 = originals::keep(&r.at.state_dir, &f.bytes)?;
-            r.bak_sha256 = Some(f.sha256.clone());
+            // OpenClaw keeps a .bak of its own there: ours replaces it, and
+            // root keeps it to put back.
+            let theirs = match h.read(Path::new(BAK_REL), CONFIG_CAP) {
+                Ok(Some(b)) if b.sha256 != f.sha256 => Some(originals::keep(&r.at.state_dir, &b.bytes)?),
+                _ => None,
+            };
+            r.bak = Some(home::Written {
+                path: PathBuf::from(BAK_REL),
+                sha256: f.sha256.clone(),
+                original: theirs,
+            });
             rec.put(&r)?;
             h.write(Path::new(BAK_REL), &f.bytes, f.mode)?;
             out.push(format!(
@@ -453,15 +464,8 @@ impl Step for OpenclawJson {
             },
             Err(e) => out.push(format!("left {shown} alone: {e}")),
         }
-        if let Some(bak) = &r.bak_sha256 {
-            match h.remove_if(Path::new(BAK_REL), bak)? {
-                crate::sys::agent_home::Removal::Removed => out.push(format!("removed {}", h.show(Path::new(BAK_REL)))),
-                crate::sys::agent_home::Removal::Absent => {}
-                crate::sys::agent_home::Removal::Kept(_) => out.push(format!(
-                    "kept {}: changed since setup (OpenClaw keeps its own .bak there)",
-                    h.show(Path::new(BAK_REL))
-                )),
-            }
+        if let Some(bak) = &r.bak {
+            out.extend(home::revert_file(&h, &state_dir, bak)?);
         }
         originals::forget(&state_dir, &r.original_sha256)?;
         Ok(out)
