@@ -99,6 +99,13 @@ fn setup_wires_the_real_openclaw_to_the_sidecar_and_disable_restores_its_config(
             eprintln!("cycle {cycle}: gateway output:\n{log}");
             std::panic::resume_unwind(panic);
         }
+        // The gateway names the plugins it loaded when it starts listening.
+        let listening = log.lines().find(|l| l.contains("plugins:")).unwrap_or_default();
+        eprintln!("cycle {cycle}: {listening}");
+        assert!(
+            listening.contains("defenseclaw"),
+            "cycle {cycle}: the guardrail plugin is not among the loaded plugins:\n{log}"
+        );
 
         host.disable_ok();
         assert_eq!(
