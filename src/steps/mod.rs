@@ -61,3 +61,54 @@ pub fn all() -> Vec<Box<dyn Step>> {
         Box::new(units::Units),
     ]
 }
+
+#[cfg(test)]
+mod tests {
+    /// The steps that work in the agent's home reach it only through
+    /// `sys::agent_home` (issue 15): no path-based file call, no chown by
+    /// path, outside their tests. (`user` makes the home itself, whose
+    /// parent is root's, and is checked by its own tests; `sidecar` writes
+    /// root's or an admin's directory, through the same layer where it is
+    /// a home.)
+    #[test]
+    fn home_steps_use_only_the_home_access_layer() {
+        let sources = [
+            ("home.rs", include_str!("home.rs")),
+            ("openclaw.rs", include_str!("openclaw.rs")),
+            ("pairing.rs", include_str!("pairing.rs")),
+            ("policy_dir.rs", include_str!("policy_dir.rs")),
+            ("scripts.rs", include_str!("scripts.rs")),
+            ("extras.rs", include_str!("extras.rs")),
+        ];
+        let forbidden = [
+            "fs::",
+            "files::write",
+            "files::hash_of",
+            "files::remove",
+            "files::create_dirs",
+            "files::missing_dirs",
+            "files::previous_content",
+            "files::undo_write",
+            "owner::set",
+            "owner::write",
+            "owner::dirs_under",
+            "owner::rewrite",
+            "OpenOptions",
+            "File::",
+            "libc::open",
+        ];
+        for (name, text) in sources {
+            let code = text.split("#[cfg(test)]").next().unwrap_or(text);
+            for (n, line) in code.lines().enumerate() {
+                let line = line.split("//").next().unwrap_or(line);
+                for f in forbidden {
+                    assert!(
+                        !line.contains(f),
+                        "src/steps/{name}:{}: `{f}` reaches the home by path; use sys::agent_home",
+                        n + 1
+                    );
+                }
+            }
+        }
+    }
+}

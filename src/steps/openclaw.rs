@@ -407,7 +407,6 @@ impl Step for OpenclawJson {
                 original: theirs,
             });
             rec.put(&r)?;
-            h.write(Path::new(BAK_REL), &f.bytes, f.mode)?;
             out.push(format!(
                 "kept the original (root's copy under {}; a copy for you in {})",
                 r.at.state_dir.display(),
@@ -416,6 +415,13 @@ impl Step for OpenclawJson {
         } else if f.sha256 != r.written_sha256 && f.sha256 != r.original_sha256 {
             r.operator_edited = true;
             out.push(format!("{} was edited since setup wrote it: edits kept", p.display()));
+        }
+        // The copy for operators, while the file is still the original: also
+        // after a run killed between recording it and writing it.
+        if let Some(b) = r.bak.as_ref().filter(|_| f.sha256 == r.original_sha256) {
+            if h.hash(Path::new(BAK_REL), CONFIG_CAP).ok().flatten().as_deref() != Some(b.sha256.as_str()) {
+                h.write(Path::new(BAK_REL), &f.bytes, f.mode)?;
+            }
         }
         r.owned = owned;
         r.written_sha256 = files::sha256_hex(text.as_bytes());

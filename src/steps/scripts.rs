@@ -1,7 +1,8 @@
 //! `~sandbox/run-sandbox.sh` (for hosts without systemd: enter the netns,
 //! with its DNS files bound over /etc, drop to the sandbox user, start
-//! OpenClaw) and `~sandbox/pair.sh` (pair the device with the sidecar using
-//! `OPENCLAW_GATEWAY_TOKEN` from `~sandbox/.env`). Both shellcheck-clean.
+//! OpenClaw) and `~sandbox/pair.sh` (pair the sidecar again: runs `sandbox
+//! setup` for this sandbox with the flags it is given, which re-pairs as
+//! setup does). Both shellcheck-clean.
 //! `--disable` removes them unless edited.
 
 use std::path::PathBuf;
@@ -62,58 +63,32 @@ exec ip netns exec "$netns" \
 /// Run as the sandbox user, inside the sandbox: send the device's public
 /// key to the sidecar's gateway API with the gateway token.
 pub fn pair_sh(spec: &Spec) -> String {
-    let h = spec.sandbox_home.to_string_lossy();
     format!(
         r#"#!/bin/bash
-# Pair this sandbox's device with the DefenseClaw sidecar.
+# Pair the DefenseClaw sidecar with this sandbox's OpenClaw again. Run as root.
 # Written by `sandbox setup --name {name}`; `sandbox setup --disable` removes it.
 #
-# Sends the public key of {home}/.defenseclaw/device.key (setup wrote it to
-# device.pub and registered it in paired-devices.json) to the sidecar's
-# gateway API, authenticated with OPENCLAW_GATEWAY_TOKEN from {home}/.env.
-# PAIR_URL overrides the endpoint.
+# Pairing is what setup does: the sidecar's own device key (device.key in
+# its data directory) goes into ~/.openclaw/devices/paired.json, and the
+# gateway token of ~/.openclaw/openclaw.json into the sidecar's .env. So this
+# runs setup again; give it the flags you gave setup (pair.sh --policy strict,
+# say): setup changes only what drifted and says what. OpenClaw imports
+# paired.json when its gateway starts: restart openshell-{name}.service
+# afterwards if it runs.
 set -euo pipefail
 
-env_file={env_file}
-pub_file={pub_file}
-url="${{PAIR_URL:-http://{ip}:{gw}/v1/devices/pair}}"
-
-token=""
-if [ -r "$env_file" ]; then
-    token=$(sed -n 's/^OPENCLAW_GATEWAY_TOKEN=//p' "$env_file" | tail -n 1)
-    token=${{token#\"}}
-    token=${{token%\"}}
-fi
-if [ -z "$token" ]; then
-    echo "pair.sh: OPENCLAW_GATEWAY_TOKEN is empty or missing in $env_file" >&2
-    echo "  fix: sudo sandbox setup --name {name}   (writes a random token there when none is set)" >&2
+if [ "$(id -u)" -ne 0 ]; then
+    echo "pair.sh: run it as root (sudo): pairing writes the sidecar's files" >&2
     exit 1
 fi
-if [ ! -r "$pub_file" ]; then
-    echo "pair.sh: no device public key at $pub_file" >&2
-    echo "  fix: sudo sandbox setup --name {name}   (without --no-auto-pair)" >&2
+if ! command -v sandbox >/dev/null 2>&1; then
+    echo "pair.sh: the sandbox program is not on PATH" >&2
+    echo "  fix: install it (README, On a fresh machine), or run: sudo /path/to/sandbox setup --name {name}" >&2
     exit 1
 fi
-
-# The PEM as one JSON string: newlines become \n.
-pem=$(awk '{{printf "%s\\n", $0}}' "$pub_file")
-body=$(printf '{{"device":"%s","algorithm":"ed25519","public_key_pem":"%s"}}' "{name}" "$pem")
-
-# The token goes in a header read from a file descriptor, never on the
-# command line where `ps` would show it.
-curl --fail --silent --show-error --max-time 10 \
-    --header @<(printf 'Authorization: Bearer %s\n' "$token") \
-    --header 'Content-Type: application/json' \
-    --data-binary "$body" \
-    "$url"
-echo "pair.sh: device {name} paired with the sidecar at $url"
+exec sandbox setup --name {name} --non-interactive "$@"
 "#,
         name = spec.name,
-        home = h,
-        env_file = sh_quote(&format!("{h}/.env")),
-        pub_file = sh_quote(&format!("{h}/.defenseclaw/device.pub")),
-        ip = spec.net.host_ip,
-        gw = spec.policy.sidecar.gateway_port.0,
     )
 }
 
@@ -181,23 +156,9 @@ mod tests {
     }
 
     #[test]
-    fn pair_stops_on_a_missing_token_naming_file_and_command() {
-        let d = tempfile::tempdir().expect("tempdir");
-        let home = d.path().join("home");
-        std::fs::create_dir(&home).expect("home");
-        let home_s = home.to_str().expect("utf8").to_string();
-        let s = spec(&["--sandbox-home", &home_s]);
-        let script = d.path().join("pair.sh");
-        std::fs::write(&script, pair_sh(&s)).expect("write");
-        for env in [None, Some("OPENCLAW_GATEWAY_TOKEN=\n")] {
-            if let Some(text) = env {
-                std::fs::write(home.join(".env"), text).expect("env");
-            }
-            let out = Proc::new("bash").arg(&script).output().expect("bash");
-            assert!(!out.status.success());
-            let err = String::from_utf8_lossy(&out.stderr);
-            assert!(err.contains(&format!("{home_s}/.env")), "{err}");
-            assert!(err.contains("sudo sandbox setup --name sandbox"), "{err}");
-        }
+    fn pair_reruns_setup_for_this_sandbox() {
+        let s = pair_sh(&spec(&["--name", "ci3"]));
+        assert!(s.contains("exec sandbox setup --name ci3 --non-interactive"), "{s}");
+        assert!(!s.contains("/v1/devices/pair"), "no route the real gateway lacks");
     }
 }
