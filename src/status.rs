@@ -195,6 +195,29 @@ fn answers(addr: SocketAddr) -> std::result::Result<bool, String> {
     }
 }
 
+/// `GET /health` over plain HTTP (the sidecar's ports and OpenClaw's
+/// gateway both serve it): the body on 200, else why not.
+pub fn health(addr: SocketAddr) -> std::result::Result<String, String> {
+    use std::io::{Read, Write};
+    let mut s = TcpStream::connect_timeout(&addr, PROBE_TIMEOUT).map_err(|e| e.to_string())?;
+    let _ = s.set_read_timeout(Some(PROBE_TIMEOUT));
+    let _ = s.set_write_timeout(Some(PROBE_TIMEOUT));
+    s.write_all(format!("GET /health HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes())
+        .map_err(|e| e.to_string())?;
+    let mut reply = Vec::new();
+    s.take(16 * 1024)
+        .read_to_end(&mut reply)
+        .map_err(|e| format!("no answer to GET /health: {e}"))?;
+    let text = String::from_utf8_lossy(&reply);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head.lines().next().unwrap_or_default();
+    match status.split_whitespace().nth(1) {
+        Some("200") => Ok(body.trim().chars().take(120).collect()),
+        Some(code) => Err(format!("GET /health answered HTTP {code}")),
+        None => Err("not an HTTP answer to GET /health".into()),
+    }
+}
+
 fn live(spec: &Spec) -> Vec<Check> {
     let host = IpAddr::V4(spec.net.host_ip);
     let mut ports = vec![spec.policy.sidecar.gateway_port.0];
@@ -204,21 +227,42 @@ fn live(spec: &Spec) -> Vec<Check> {
     let mut out = Vec::new();
     let silent: Vec<String> = ports
         .iter()
-        .filter(|p| !matches!(answers(SocketAddr::new(host, **p)), Ok(true)))
-        .map(|p| format!("{host}:{p}"))
+        .filter_map(|p| {
+            health(SocketAddr::new(host, *p))
+                .err()
+                .map(|why| format!("{host}:{p} ({why})"))
+        })
         .collect();
     let listed: Vec<String> = ports.iter().map(|p| format!("{host}:{p}")).collect();
     out.push(if silent.is_empty() {
-        Check::ok("sidecar", format!("answering on {}", listed.join(", ")))
+        Check::ok("sidecar", format!("/health answers on {}", listed.join(", ")))
     } else {
         Check::bad(
             "sidecar",
-            format!("not answering on {}", silent.join(", ")),
+            format!("/health not answering on {}", silent.join(", ")),
             format!(
-                "start the sidecar (defenseclaw-gateway@{}.service) listening on the host IP",
+                "start the sidecar (defenseclaw-gateway@{}.service; `journalctl -u` it); it listens where its \
+                 config.yaml says (written by the sidecar step)",
                 spec.name
             ),
         )
+    });
+    let agent = SocketAddr::new(IpAddr::V4(spec.net.sandbox_ip), spec.openclaw_port);
+    out.push(match health(agent) {
+        Ok(body) => Check::ok(
+            "agent",
+            format!("OpenClaw's gateway answers /health on {agent}: {body}"),
+        ),
+        Err(why) => Check::bad(
+            "agent",
+            format!("OpenClaw's gateway does not answer /health on {agent}: {why}"),
+            format!(
+                "start the agent ({}, or ~{}/run-sandbox.sh without systemd); \
+                 `openclaw config validate` as the sandbox user shows a config it refuses",
+                crate::steps::units::agent_unit(&spec.name),
+                spec.name
+            ),
+        ),
     });
 
     let path = spec.root.netns_path(&spec.net.netns);

@@ -174,25 +174,43 @@ fn setup_rerun_disable_and_purge() {
             .contains("openclaw"));
 
         let doc: serde_json::Value = serde_json::from_slice(&fs::read(oc_json(root)).expect("read")).expect("json");
-        assert_eq!(doc["guardrail"]["url"], "http://10.200.0.1:4000");
+        assert!(doc.get("guardrail").is_none(), "OpenClaw's schema has no guardrail key");
+        assert_eq!(doc["plugins"]["entries"]["defenseclaw"]["enabled"], true);
         assert_eq!(doc["gateway"]["port"], 18789);
+        assert_eq!(doc["gateway"]["bind"], "custom");
+        assert_eq!(doc["gateway"]["customBindHost"], "10.200.0.2");
+        let token = doc["gateway"]["auth"]["token"].as_str().expect("token").to_string();
         assert_eq!(doc["master_key"], "mk-123");
         let om = fs::metadata(oc_json(root)).expect("meta");
         assert_eq!((om.uid(), om.mode() & 0o777), (uid, 0o600), "owner and mode kept");
         let bak = h.join(".openclaw/openclaw.json.bak");
         assert_eq!(fs::read_to_string(&bak).expect("bak"), ORIGINAL);
 
-        let key = h.join(".defenseclaw/device.key");
+        // No SUDO_USER: the sidecar's data lives in its dynamic user's state
+        // directory, root's until systemd hands it over.
+        let side = root.join("var/lib/private/defenseclaw-sandbox");
+        let key = side.join("device.key");
         let km = fs::metadata(&key).expect("key");
-        assert_eq!((km.uid(), km.mode() & 0o777), (uid, 0o600));
+        assert_eq!((km.uid(), km.mode() & 0o777), (0, 0o600));
         assert!(fs::read_to_string(&key)
             .expect("key")
-            .starts_with("-----BEGIN PRIVATE KEY-----"));
-        let reg = fs::read_to_string(h.join(".defenseclaw/paired-devices.json")).expect("registry");
-        assert!(reg.contains("\"public_key_hex\""), "{reg}");
-        let env = fs::read_to_string(h.join(".env")).expect(".env");
-        assert!(env.starts_with("OPENCLAW_GATEWAY_TOKEN=") && env.len() > 60, "{env}");
-        assert_eq!(fs::metadata(h.join(".env")).expect("env").mode() & 0o777, 0o600);
+            .starts_with("-----BEGIN ED25519 PRIVATE KEY-----"));
+        let paired = fs::read_to_string(h.join(".openclaw/devices/paired.json")).expect("paired.json");
+        assert!(
+            paired.contains("\"publicKey\"") && paired.contains("\"operator\""),
+            "{paired}"
+        );
+        let env = fs::read_to_string(side.join(".env")).expect(".env");
+        assert_eq!(
+            env,
+            format!("OPENCLAW_GATEWAY_TOKEN={token}\n"),
+            "the sidecar holds the agent's token"
+        );
+        assert_eq!(fs::metadata(side.join(".env")).expect("env").mode() & 0o777, 0o600);
+        assert_eq!(
+            fs::read_to_string(h.join(".defenseclaw/.host-ip")).expect(".host-ip"),
+            "10.200.0.1\n"
+        );
         for f in [
             "egress.rego",
             "data.json",
@@ -223,7 +241,8 @@ fn setup_rerun_disable_and_purge() {
         );
         assert!(!bak.exists(), "the .bak went with the restore");
         assert!(account(root, "sandbox").is_some(), "user kept");
-        assert!(key.is_file() && h.join(".env").is_file(), "device identity kept");
+        assert!(!side.exists(), "the dynamic user's state, made by setup, went");
+        assert!(!h.join(".openclaw/devices").exists(), "our pairing went");
         assert!(h.join(".defenseclaw/policy/egress.rego").is_file(), "policy kept");
         assert!(
             !h.join("run-sandbox.sh").exists() && !h.join(".openclaw/skills").exists(),
@@ -231,12 +250,11 @@ fn setup_rerun_disable_and_purge() {
         );
         assert!(!h.join(".bashrc").exists(), "our .bashrc gone");
 
-        // Back again (the key is kept, the token too), then --purge.
-        let before = fs::read(&key).expect("key");
-        let token = fs::read(h.join(".env")).expect("env");
+        // Back again (an existing sidecar key is reused), then --purge.
         ok(sandbox(root, &[]));
+        let before = fs::read(&key).expect("key");
+        ok(sandbox(root, &["--policy", "default"]));
         assert_eq!(fs::read(&key).expect("key"), before, "existing key reused");
-        assert_eq!(fs::read(h.join(".env")).expect("env"), token, "token never replaced");
         ok(sandbox(root, &["--disable", "--purge"]));
         assert!(account(root, "sandbox").is_none(), "user removed");
         assert!(!group_exists(root, "sandbox"), "group removed");
@@ -273,7 +291,7 @@ fn operator_edits_survive_rerun_preset_switch_and_disable() {
         let toml = fs::read_to_string(h.join(".defenseclaw/policy/policy.toml")).expect("toml");
         assert!(toml.starts_with("# default"), "{toml}");
         let now: serde_json::Value = serde_json::from_slice(&fs::read(oc_json(root)).expect("read")).expect("json");
-        assert!(now.get("guardrail").is_none(), "--no-guardrail took our section out");
+        assert!(now.get("plugins").is_none(), "--no-guardrail took our plugin entry out");
         assert_eq!(now["agents"]["defaults"]["model"], "local");
 
         let out = ok(sandbox(root, &["--disable"]));
@@ -283,9 +301,10 @@ fn operator_edits_survive_rerun_preset_switch_and_disable() {
             serde_json::json!({"master_key": "mk-123", "gateway": {"mode": "local"}, "agents": {"defaults": {"model": "local"}}}),
             "our keys out, the operator's edit kept\n{out}"
         );
-        assert!(
-            h.join(".openclaw/openclaw.json.bak").exists(),
-            ".bak kept: the file was edited"
+        assert_eq!(
+            fs::read_to_string(h.join(".openclaw/openclaw.json.bak")).ok(),
+            None,
+            "our unedited .bak went (there was none before setup)"
         );
         assert_eq!(fs::read_to_string(&rego).expect("rego"), edited);
     });
@@ -315,7 +334,7 @@ fn symlink_ownership_and_malformed_openclaw_json_are_refused() {
 
         fs::write(oc_json(root), "{\n  \"master_key\": \"x\",\n  oops\n}\n").expect("write");
         std::os::unix::fs::chown(oc_json(root), Some(uid), Some(gid)).expect("chown");
-        fails(sandbox(root, &[]), 3, "line 3");
+        fails(sandbox(root, &[]), 3, "line 4");
         assert!(!dir.join("openclaw.json.bak").exists());
         fs::write(oc_json(root), ORIGINAL).expect("write");
 

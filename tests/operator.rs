@@ -150,15 +150,27 @@ fn status_is_healthy_then_names_drift_with_exit_6() {
         run.stdout.contains("FAIL  sidecar") && run.stdout.contains("not answering on 10.200.0.1:18970"),
         "{run}"
     );
-    // The sidecar, standing in: listeners on the host IP.
+    // The sidecar and OpenClaw's gateway, standing in: /health on the host
+    // IP, and on the sandbox IP inside the namespace.
     for port in [18970, 4000] {
-        host.listen_tcp(Ns::Host, SocketAddr::from((HOST_IP, port)));
+        host.listen_http(Ns::Host, SocketAddr::from((HOST_IP, port)));
     }
+    let run = host.sandbox(&status);
+    assert_eq!(run.code, 6, "no agent yet: {run}");
+    assert!(
+        run.stdout.contains("FAIL  agent") && run.stdout.contains("does not answer /health on 10.200.0.2:18789"),
+        "{run}"
+    );
+    host.listen_http(Ns::Sandbox, SocketAddr::from((SANDBOX_IP, 18789)));
     let run = host.sandbox(&status);
     assert_eq!(run.code, 0, "{run}");
     assert!(run.stdout.contains("healthy") && !run.stdout.contains("FAIL"), "{run}");
     assert!(
-        run.stdout.contains("answering on 10.200.0.1:18970, 10.200.0.1:4000"),
+        run.stdout
+            .contains("/health answers on 10.200.0.1:18970, 10.200.0.1:4000")
+            && run
+                .stdout
+                .contains("OpenClaw's gateway answers /health on 10.200.0.2:18789"),
         "{run}"
     );
 

@@ -408,6 +408,16 @@ impl FakeHost {
         self.services.add(Sock::Tcp(l));
     }
 
+    /// An HTTP responder in `ns` (200 and `{"ok":true,…}` to any request):
+    /// a stand-in for a `/health` endpoint.
+    pub fn listen_http(&self, ns: Ns, addr: SocketAddr) {
+        let l = self.in_ns(ns, move || {
+            TcpListener::bind(addr).unwrap_or_else(|e| panic!("bind http {addr} in {ns:?}: {e}"))
+        });
+        l.set_nonblocking(true).expect("nonblocking listener");
+        self.services.add(Sock::Http(l));
+    }
+
     /// A UDP responder in `ns` that answers `<payload> from <peer>`.
     pub fn listen_udp(&self, ns: Ns, addr: SocketAddr) {
         let s = self.in_ns(ns, move || {
@@ -875,6 +885,9 @@ impl fmt::Display for Probe {
 
 enum Sock {
     Tcp(TcpListener),
+    /// Answers `GET /health` (any request) with 200 and a small JSON body,
+    /// as the sidecar's and OpenClaw's health endpoints do.
+    Http(TcpListener),
     Udp(UdpSocket),
 }
 
@@ -929,6 +942,28 @@ fn serve(sock: &Sock) {
             while let Ok((mut conn, peer)) = l.accept() {
                 let _ = conn.set_nonblocking(false);
                 let _ = conn.write_all(format!("peer {peer}\n").as_bytes());
+            }
+        }
+        Sock::Http(l) => {
+            while let Ok((mut conn, peer)) = l.accept() {
+                let _ = conn.set_nonblocking(false);
+                let _ = conn.set_read_timeout(Some(Duration::from_secs(1)));
+                let mut req = Vec::new();
+                let mut buf = [0u8; 512];
+                while !req.windows(4).any(|w| w == b"\r\n\r\n") && req.len() < 4096 {
+                    match conn.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => req.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let body = format!("{{\"ok\":true,\"status\":\"live\",\"peer\":\"{peer}\"}}");
+                let _ = conn.write_all(
+                    format!(
+                        "HTTP/1.0 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                        body.len()
+                    )
+                    .as_bytes(),
+                );
             }
         }
         Sock::Udp(s) => {

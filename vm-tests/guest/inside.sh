@@ -56,7 +56,12 @@ import socket, sys
 try:
     with socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=3) as s:
         s.settimeout(3)
-        print("ok " + s.recv(200).decode("ascii", "replace").strip())
+        # HTTP servers (/health) wait for a request; banner servers ignore it.
+        s.sendall(b"GET /health HTTP/1.0\r\n\r\n")
+        data = s.recv(4096).decode("ascii", "replace")
+        if data.startswith("HTTP/"):
+            data = data.split("\r\n\r\n", 1)[-1]
+        print("ok " + data.strip())
 except socket.timeout:
     print("timeout")
 except OSError as e:
@@ -208,7 +213,7 @@ checks_running() {
   g=$(probe 198.51.100.1 80)
   check "control: the outside decoy answers the host ($g)" grep -q '^ok decoy 80' <<<"$g"
   g=$(probe $SANDBOX_IP 18789)
-  check "the host reaches the agent's gateway port ($g)" grep -q '^ok openclaw-standin' <<<"$g"
+  check "the host reaches the agent's gateway /health ($g)" grep -q '^ok .*"standin":"openclaw"' <<<"$g"
 }
 
 # The escape suite (tests/probes.rs runs it in the netns tier) under the
@@ -251,16 +256,15 @@ say "START: phase $phase ($(uname -r), $(systemctl --version | head -n1)); boote
 if [[ $phase == 1 ]]; then
   : >"$RESULT"
   # The host as an operator has it before setup: an admin, and OpenClaw
-  # installed and run once as the sandbox user (setup needs its
-  # openclaw.json with a master_key).
+  # installed and set up for the sandbox user (`openclaw setup --baseline`
+  # writes the openclaw.json setup patches). The user comes from
+  # `useradd -m`, skeleton .bashrc and all: setup replaces it, root keeps the
+  # original, and --disable puts it back.
   id admin >/dev/null 2>&1 || useradd --create-home --shell /bin/bash admin
   if ! id $NAME >/dev/null 2>&1; then
-    # No skeleton: setup writes the .bashrc (one from /etc/skel it would
-    # keep as an operator's file, and report on every run).
-    mkdir -p /tmp/noskel
-    useradd --system --user-group --create-home --skel /tmp/noskel --home-dir /home/$NAME --shell /bin/bash $NAME
+    useradd --system --user-group --create-home --home-dir /home/$NAME --shell /bin/bash $NAME
     chmod 0750 /home/$NAME
-    runuser -u $NAME -- env HOME=/home/$NAME openclaw --version
+    runuser -u $NAME -- env HOME=/home/$NAME openclaw setup --baseline
   fi
   start_decoys
   snapshot >"$STATE/before"
