@@ -640,3 +640,39 @@ fn disable_never_deletes_a_netns_setup_did_not_create() {
     );
     before.assert_restored(&host.snapshot(), "--disable after using a foreign netns");
 }
+
+/// The DefenseClaw page's check, `ip netns exec sandbox0 ping -c 1
+/// $(cat ~sandbox/.defenseclaw/.host-ip)`, works: echo requests to the host
+/// IP pass both tables, rate-limited; to anywhere else they do not.
+#[test]
+fn the_sandbox_may_ping_its_host_ip_and_nothing_else() {
+    let Some(host) = FakeHost::new() else { return };
+    host.setup_ok(&["--policy", "strict"]);
+    let host_ip = std::fs::read_to_string(host.root().join("home/sandbox/.defenseclaw/.host-ip")).expect(".host-ip");
+    assert_eq!(host_ip.trim(), HOST_IP.to_string());
+    let ping = |to: &str, args: &[&str]| {
+        let mut argv = vec!["ping", "-n", "-W", "1"];
+        argv.extend_from_slice(args);
+        argv.push(to);
+        host.cmd(Ns::Sandbox, &argv, None)
+    };
+    let out = ping(host_ip.trim(), &["-c", "1"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    for to in [UPLINK_IP, METADATA, LAN_BOX] {
+        let out = ping(&to.to_string(), &["-c", "1"]);
+        assert!(
+            !out.status.success(),
+            "ping {to} passed:\n{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    // A flood gets the burst and the rate, not every echo.
+    let out = ping(host_ip.trim(), &["-c", "100", "-i", "0.002"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let received: u32 = text
+        .split(", ")
+        .find_map(|p| p.strip_suffix(" received"))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no summary:\n{text}"));
+    assert!((1..=20).contains(&received), "{received} of 100 answered:\n{text}");
+}

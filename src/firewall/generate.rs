@@ -97,12 +97,15 @@ fn rule(when: Vec<Cond>, then: Verdict, why: impl Into<String>) -> Rule {
 /// Inside the netns: loopback and replies pass, the allowlist passes, the
 /// host may reach the OpenClaw port, everything else is refused at once.
 pub fn netns_table(spec: &Spec) -> Table {
-    let mut output = vec![
-        rule(
-            vec![Cond::OutIf("lo".into())],
-            Verdict::Accept,
-            "loopback inside the sandbox",
-        ),
+    let mut output = vec![rule(
+        vec![Cond::OutIf("lo".into())],
+        Verdict::Accept,
+        "loopback inside the sandbox",
+    )];
+    // Before the conntrack rule: every echo request of one ping run after
+    // the first counts as established, which would lift the rate limit.
+    output.extend(ping_rules(vec![], spec));
+    output.extend([
         rule(
             vec![Cond::Established],
             Verdict::Accept,
@@ -110,7 +113,7 @@ pub fn netns_table(spec: &Spec) -> Table {
         ),
         rule(vec![Cond::Ipv6], Verdict::Record, RECORD),
         rule(vec![Cond::Ipv6], Verdict::Reject, "IPv6 is closed"),
-    ];
+    ]);
     for a in allowlist(spec) {
         output.push(rule(allow_conds(&a), Verdict::Accept, a.why));
     }
@@ -161,7 +164,8 @@ pub fn host_table(spec: &Spec) -> Table {
     };
     let allows = allowlist(spec);
 
-    let mut input = vec![
+    let mut input = ping_rules(from_sandbox(), spec);
+    input.extend([
         rule(
             vec![Cond::InIf(veth.clone()), Cond::Established],
             Verdict::Accept,
@@ -181,7 +185,7 @@ pub fn host_table(spec: &Spec) -> Table {
             Verdict::Reject,
             "IPv6 from the sandbox is closed",
         ),
-    ];
+    ]);
     let mut forward = vec![
         rule(
             vec![Cond::OutIf(veth.clone()), Cond::Established],
@@ -244,6 +248,30 @@ pub fn host_table(spec: &Spec) -> Table {
         log_prefix: format!("sandbox {} host deny: ", spec.name),
         chains,
     }
+}
+
+/// Echo requests (ping) to the host IP, at most a few a second, and no
+/// other echo request: the DefenseClaw page's check `ping -c 1 $(cat
+/// ~sandbox/.defenseclaw/.host-ip)`. They go before the conntrack rule,
+/// which would otherwise pass every echo of a run after the first.
+fn ping_rules(from: Vec<Cond>, spec: &Spec) -> Vec<Rule> {
+    let mut ok = from.clone();
+    ok.extend([
+        Cond::DstIp(vec![Ipv4Net::from(spec.net.host_ip)]),
+        Cond::IcmpEcho,
+        Cond::PerSecond(super::PING_PER_SECOND),
+    ]);
+    let mut other = from;
+    other.push(Cond::IcmpEcho);
+    vec![
+        rule(
+            ok,
+            Verdict::Accept,
+            "ping to the host IP, rate-limited (the DefenseClaw page's check)",
+        ),
+        rule(other.clone(), Verdict::Record, RECORD),
+        rule(other, Verdict::Reject, "no other ping, and no flood"),
+    ]
 }
 
 fn chain(name: &'static str, hook: Hook, policy_drop: bool, rules: Vec<Rule>) -> Chain {
@@ -424,7 +452,10 @@ mod tests {
         let t = netns_table(&spec(&["--policy", "strict"]));
         let output = t.shape().into_iter().find(|c| c.name == "output").expect("output");
         let records = output.rules.iter().filter(|w| *w == RECORD).count();
-        assert_eq!(records, 4, "{output:?}");
+        assert_eq!(
+            records, 6,
+            "three refusals, each counted (two kernel rules each): {output:?}"
+        );
         let json = crate::firewall::render::to_nft_value(&t, false).expect("json");
         let sets: Vec<&serde_json::Value> = json["nftables"]
             .as_array()

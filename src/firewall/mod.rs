@@ -81,7 +81,16 @@ pub enum Cond {
     /// IPv6 neighbour discovery (solicitations and advertisements): the
     /// IPv6 counterpart of ARP, which no inet table sees.
     NeighbourDiscovery,
+    /// An ICMP echo request (ping).
+    IcmpEcho,
+    /// At most this many packets a second (burst as many): a flood past it
+    /// falls through to the rules after.
+    PerSecond(u32),
 }
+
+/// Pings from the sandbox to its host IP (the DefenseClaw page's check
+/// `ping -c 1 $(cat ~sandbox/.defenseclaw/.host-ip)`): this many a second.
+pub const PING_PER_SECOND: u32 = 5;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub enum Verdict {

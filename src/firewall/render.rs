@@ -310,6 +310,15 @@ fn cond(c: &Cond) -> Statement<'static> {
                 SetItem::Element(s("nd-neighbor-advert")),
             ])),
         ),
+        Cond::IcmpEcho => matches(payload("icmp", "type"), Operator::EQ, s("echo-request")),
+        Cond::PerSecond(n) => Statement::Limit(Limit {
+            rate: *n,
+            rate_unit: None,
+            per: Some("second".into()),
+            burst: Some(*n),
+            burst_unit: None,
+            inv: None,
+        }),
     }
 }
 
@@ -425,6 +434,8 @@ fn cond_text(c: &Cond) -> String {
         Cond::Established => "ct state established,related".into(),
         Cond::Ipv6 => "meta nfproto ipv6".into(),
         Cond::NeighbourDiscovery => "icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert }".into(),
+        Cond::IcmpEcho => "icmp type echo-request".into(),
+        Cond::PerSecond(n) => format!("limit rate {n}/second burst {n} packets"),
     }
 }
 
