@@ -45,7 +45,20 @@ struct Record {
     created_dirs: Vec<PathBuf>,
     paired_created: bool,
     host_ip_sha256: Option<String>,
+    /// `~/.openclaw`'s mode before we let the sandbox's group (the
+    /// sidecar's supplementary group) through it, if we changed it.
+    #[serde(default)]
+    openclaw_dir_mode: Option<u32>,
+    /// `devices/`'s mode before we opened it to the group, if we changed it.
+    #[serde(default)]
+    devices_mode: Option<u32>,
 }
+
+/// The sidecar repairs its own entry in `paired.json` at run time: the
+/// unit gives it the sandbox's group, which may pass `~/.openclaw` and
+/// write `devices/` (nothing else there).
+const OPENCLAW_GROUP_PASS: u32 = 0o010;
+const DEVICES_MODE: u32 = 0o770;
 
 fn random<const N: usize>() -> Result<[u8; N]> {
     let mut b = [0u8; N];
@@ -322,6 +335,26 @@ impl Step for Pairing {
             rec.put(&r)?;
         }
         h.make_dirs(devices, 0o700)?;
+        let oc_dir = Path::new(".openclaw");
+        if let Some(mode) = h.dir_mode(oc_dir)?.filter(|m| m & OPENCLAW_GROUP_PASS == 0) {
+            r.openclaw_dir_mode = Some(mode);
+            rec.put(&r)?;
+            h.set_mode(oc_dir, mode | OPENCLAW_GROUP_PASS)?;
+            out.push(format!(
+                "{}: the sidecar's group may pass (mode {:o})",
+                h.show(oc_dir),
+                mode | OPENCLAW_GROUP_PASS
+            ));
+        }
+        if let Some(mode) = h.dir_mode(devices)?.filter(|m| *m != DEVICES_MODE) {
+            r.devices_mode = r.devices_mode.or(Some(mode));
+            rec.put(&r)?;
+            h.set_mode(devices, DEVICES_MODE)?;
+            out.push(format!(
+                "{}: the sidecar's group may write (mode {DEVICES_MODE:o})",
+                h.show(devices)
+            ));
+        }
         let existing = read_paired(&h)?;
         let already = existing.as_ref().and_then(|p| p.get(&r.device_id)).is_some_and(|e| {
             e.get("publicKey").and_then(Value::as_str) == Some(b64(key.verifying_key().as_bytes(), URL, false).as_str())
@@ -380,6 +413,21 @@ impl Step for Pairing {
                 }
                 Ok(None) => {}
                 Err(e) => out.push(format!("left {} alone: {e}", h.show(Path::new(PAIRED)))),
+            }
+        }
+        // Modes we opened for the sidecar, while they are still ours.
+        for (rel, old, ours) in [
+            (".openclaw/devices", r.devices_mode, DEVICES_MODE),
+            (
+                ".openclaw",
+                r.openclaw_dir_mode,
+                r.openclaw_dir_mode.unwrap_or(0) | OPENCLAW_GROUP_PASS,
+            ),
+        ] {
+            if let Some(old) = old {
+                if h.dir_mode(Path::new(rel)).ok().flatten() == Some(ours) {
+                    h.set_mode(Path::new(rel), old)?;
+                }
             }
         }
         if let Some(sha) = &r.host_ip_sha256 {

@@ -156,6 +156,10 @@ pub fn render(spec: &Spec, inputs: &Inputs) -> Result<Vec<UnitFile>> {
         ("home_env", unit_word("--sandbox-home", "HOME=", &home)?),
         ("home_bind", unit_word("--sandbox-home", "", &home)?),
         (
+            "devices_rw",
+            unit_word("--sandbox-home", "", &format!("{home}/.openclaw/devices"))?,
+        ),
+        (
             "agent_bin",
             unit_word("--agent-bin", "", &spec.agent_bin.to_string_lossy())?,
         ),
@@ -974,7 +978,7 @@ mod tests {
     }
 
     #[test]
-    fn agent_exposure_is_at_most_2() {
+    fn agent_exposure_is_at_most_1_1() {
         for policy in ["strict", "default", "permissive"] {
             let d = tempfile::tempdir().expect("tempdir");
             render_into(d.path(), &["--policy", policy]);
@@ -987,7 +991,10 @@ mod tests {
             let level = exposure(&text)
                 .unwrap_or_else(|| panic!("no exposure line:\n{text}\n{}", String::from_utf8_lossy(&out.stderr)));
             eprintln!("policy {policy}: agent unit exposure {level}");
-            assert!(level <= 2.0, "policy {policy}: exposure {level} > 2.0:\n{text}");
+            assert!(
+                level <= 1.1,
+                "policy {policy}: exposure {level} > 1.1 (the real OpenClaw runs under it):\n{text}"
+            );
             // The sidecar is a proxy: it keeps the network, but the rest is locked.
             let out = analyze(
                 &[

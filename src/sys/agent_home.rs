@@ -157,6 +157,21 @@ impl AgentHome {
         }))
     }
 
+    /// The permission bits of a directory the agent owns; `None`: nothing
+    /// there. Anything but such a directory is refused.
+    pub fn dir_mode(&self, rel: &Path) -> Result<Option<u32>> {
+        let Some(fd) = self.open_beneath(rel, OFlag::O_PATH | OFlag::O_NOFOLLOW)? else {
+            return Ok(None);
+        };
+        let shown = self.show(rel);
+        let st = fstat(fd.as_raw_fd()).map_err(|e| Error::io("stat", &shown, e.into()))?;
+        if st.st_mode & nix::libc::S_IFMT != nix::libc::S_IFDIR {
+            return Err(not_a_dir(&shown));
+        }
+        self.check_owned(&shown, st.st_uid, 1)?;
+        Ok(Some(st.st_mode & 0o7777))
+    }
+
     /// Replace (or create) `rel` with `bytes` and `mode`, atomically: a
     /// temp file in the same directory, synced, renamed over the name. As
     /// the agent, so the file is the agent's. Its directory must exist.
