@@ -301,7 +301,7 @@ fn units(spec: &Spec) -> Vec<Check> {
             )]
         }
     };
-    [
+    let mut checks: Vec<Check> = [
         net_unit(&spec.name),
         gateway_unit(&spec.name),
         agent_unit(&spec.name),
@@ -320,7 +320,33 @@ fn units(spec: &Spec) -> Vec<Check> {
         ),
         Err(e) => Check::bad(unit, e.to_string(), "check systemd (systemctl status)"),
     })
-    .collect()
+    .collect();
+    if let Ok(pid) = sd.main_pid(&agent_unit(&spec.name)) {
+        if pid != 0 {
+            checks.push(agent_view(spec, pid));
+        }
+    }
+    checks
+}
+
+/// Whether the running agent is in the sandbox's namespace of now (not
+/// one `setup` replaced) and sees its DNS files as they are now: it took
+/// both in at its start.
+fn agent_view(spec: &Spec, pid: u32) -> Check {
+    let stale = crate::steps::units::agent_staleness(spec, pid);
+    let unit = crate::steps::units::agent_unit(&spec.name);
+    if stale.is_empty() {
+        Check::ok(
+            "agent view",
+            format!("pid {pid} in {}, with its DNS files of now", spec.net.netns),
+        )
+    } else {
+        Check::bad(
+            "agent view",
+            format!("pid {pid}: {}", stale.join("; ")),
+            format!("`sudo systemctl restart {unit}` (setup restarts it when it changes these itself)"),
+        )
+    }
 }
 
 pub fn print_table(s: &Status) {

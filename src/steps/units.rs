@@ -14,7 +14,7 @@
 //! nobody. `--disable`: stop, disable, remove our (unedited) files, reload.
 //! The spec is kept in this step's record: `setup --boot` needs nothing else.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -295,6 +295,58 @@ struct Record {
     /// Links `EnableUnitFiles` made, removed by hand should systemd be
     /// unreachable at `--disable`.
     links: Vec<PathBuf>,
+    /// The sidecar's inputs, as a hash (see [`sidecar_inputs`]): when they
+    /// change, it is restarted.
+    #[serde(default)]
+    sidecar_inputs: Option<String>,
+}
+
+/// What the running agent (main process `pid`) holds that is not as it is
+/// now: it entered the namespace and bound the DNS files at its start, so
+/// a namespace made anew or a changed file reaches it only through a
+/// restart. Empty: it is current.
+pub fn agent_staleness(spec: &Spec, pid: u32) -> Vec<String> {
+    use std::os::unix::fs::MetadataExt;
+    let ns_path = spec.root.netns_path(&spec.net.netns);
+    let id = |p: &Path| std::fs::metadata(p).map(|m| (m.dev(), m.ino())).ok();
+    let proc_dir = PathBuf::from(format!("/proc/{pid}"));
+    let mut stale = Vec::new();
+    let held = id(&proc_dir.join("ns/net"));
+    if held.is_none() || held != id(&ns_path) {
+        stale.push(format!(
+            "it runs in another network namespace than {}",
+            ns_path.display()
+        ));
+    }
+    for f in ["resolv.conf", "nsswitch.conf"] {
+        let ours = std::fs::read(spec.root.path(format!("/etc/netns/{}/{f}", spec.net.netns))).ok();
+        let seen = std::fs::read(proc_dir.join("root/etc").join(f)).ok();
+        if ours.is_some() && ours != seen {
+            stale.push(format!(
+                "its /etc/{f} is not /etc/netns/{}/{f} as it is now",
+                spec.net.netns
+            ));
+        }
+    }
+    stale
+}
+
+/// What the sidecar took in at its start and never reads again: its
+/// config.yaml, .env and device key, as one hash.
+fn sidecar_inputs(spec: &Spec) -> String {
+    let mut sidecar = Vec::new();
+    if let Ok(side) = super::sidecar_data::DataDir::of(spec).and_then(|d| d.open(&spec.root)) {
+        for f in ["config.yaml", ".env", "device.key"] {
+            let h = side
+                .read(f)
+                .ok()
+                .flatten()
+                .map(|b| files::sha256_hex(&b))
+                .unwrap_or_default();
+            sidecar.extend(format!("{f} {h}\n").into_bytes());
+        }
+    }
+    files::sha256_hex(&sidecar)
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -462,12 +514,35 @@ impl Step for Units {
             let shown: Vec<String> = links.iter().map(|l| l.link.display().to_string()).collect();
             out.push(format!("enabled {target} ({})", shown.join(", ")));
         }
-        // A running service whose unit changed runs the old one: restart it.
+        // A running service whose unit or inputs changed runs on the old
+        // ones: restart it.
+        let sidecar_now = sidecar_inputs(spec);
+        let mut why: BTreeMap<String, &str> = BTreeMap::new();
+        if r.sidecar_inputs.as_ref().is_some_and(|old| *old != sidecar_now) {
+            why.insert(gateway_unit(name), "its config.yaml, .env or device key changed");
+        }
+        // The agent: against what its running process holds, which also
+        // covers a namespace re-made at boot under a recorded one.
+        let agent_pid = sd.main_pid(&agent_unit(name)).unwrap_or(0);
+        if agent_pid != 0 && !agent_staleness(spec, agent_pid).is_empty() {
+            why.insert(agent_unit(name), "its namespace or DNS files changed");
+        }
         for u in [gateway_unit(name), agent_unit(name)] {
-            if changed.contains(&u) && sd.state(&u)?.is_active() {
-                let result = sd.restart(&u, JOB_TIMEOUT)?;
-                out.push(format!("restarted {u} (its unit changed; job {result})"));
+            let reason = if changed.contains(&u) {
+                Some("its unit changed")
+            } else {
+                why.get(&u).copied()
+            };
+            if let Some(reason) = reason {
+                if sd.state(&u)?.is_active() {
+                    let result = sd.restart(&u, JOB_TIMEOUT)?;
+                    out.push(format!("restarted {u} ({reason}; job {result})"));
+                }
             }
+        }
+        if r.sidecar_inputs.as_ref() != Some(&sidecar_now) {
+            r.sidecar_inputs = Some(sidecar_now);
+            rec.put(&r)?;
         }
         let mut down = Vec::new();
         for u in all_units(name) {

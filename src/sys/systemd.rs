@@ -208,6 +208,18 @@ impl Systemd {
         })
     }
 
+    /// A service's main process (0: none).
+    pub fn main_pid(&self, unit: &str) -> Result<u32> {
+        let path = self
+            .manager
+            .load_unit(unit)
+            .map_err(|e| failed("LoadUnit", unit, &e, "check `systemctl status`"))?;
+        let p = zbus::blocking::Proxy::new(&self.conn, DEST, path.as_str(), "org.freedesktop.systemd1.Service")
+            .map_err(|e| failed("Get", unit, &e, "check `systemctl status`"))?;
+        p.get_property::<u32>("MainPID")
+            .map_err(|e| failed("Get", unit, &e, "check `systemctl status`"))
+    }
+
     /// Queue a start job and wait for its result (`done`, `failed`,
     /// `dependency`, `timeout`, `canceled`, `skipped`).
     pub fn start(&mut self, unit: &str, timeout: Duration) -> Result<String> {

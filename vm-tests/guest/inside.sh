@@ -139,6 +139,16 @@ report_fresh() { # the agent wrote a report after $1 (epoch seconds)
 }
 field() { sed -n "s|^$1=||p" /home/$NAME/agent-report; }
 
+# shellcheck disable=SC2317  # called through wait_for
+agent_resolv_current() { # the agent's own report shows today's resolv.conf
+  [[ $(field resolv_sha) == "$(sha256sum </etc/netns/"$NETNS"/resolv.conf | cut -d' ' -f1)" ]]
+}
+
+# shellcheck disable=SC2317  # called through wait_for
+agent_in_current_netns() { # the agent's own report shows the namespace of now
+  [[ $(field netns) == "$(stat -L -c %i /run/netns/"$NETNS")" ]]
+}
+
 checks_running() {
   local u pid uid since
   for u in "${UNITS[@]}"; do
@@ -158,7 +168,7 @@ checks_running() {
   expect "agent NoNewPrivs (seen from the host)" 1 "$(awk '/^NoNewPrivs:/{print $2}' "$st")"
   expect "agent Seccomp filter (seen from the host)" 2 "$(awk '/^Seccomp:/{print $2}' "$st")"
   local ns_inode
-  ns_inode=$(stat -L -c %i /run/netns/$NETNS)
+  ns_inode=$(stat -L -c %i /run/netns/"$NETNS")
   expect "agent is in netns $NETNS" "net:[$ns_inode]" "$(readlink /proc/"$pid"/ns/net)"
   check "agent is not in the host's netns" test "$(readlink /proc/"$pid"/ns/net)" != "$(readlink /proc/1/ns/net)"
 
@@ -181,7 +191,7 @@ checks_running() {
   expect "agent sees NoNewPrivs" 1 "$(field NoNewPrivs)"
   expect "agent sees a seccomp filter" 2 "$(field Seccomp)"
   expect "agent sees netns $NETNS" "$ns_inode" "$(field netns)"
-  expect "agent's resolv.conf is the sandbox's" "$(sha256sum </etc/netns/$NETNS/resolv.conf | cut -d' ' -f1)" "$(field resolv_sha)"
+  expect "agent's resolv.conf is the sandbox's" "$(sha256sum </etc/netns/"$NETNS"/resolv.conf | cut -d' ' -f1)" "$(field resolv_sha)"
   expect "agent's nsswitch.conf is the sandbox's" "$(sha256sum </etc/netns/$NETNS/nsswitch.conf | cut -d' ' -f1)" "$(field nsswitch_sha)"
   local door
   for door in /run/dbus/system_bus_socket /run/systemd/resolve /run/systemd/private /run/systemd/journal/stdout; do
@@ -294,6 +304,31 @@ if [[ $phase == 2 ]]; then
   sed 's/^/  setup> /' "$STATE/setup2.log"
   expect "setup again exits 0" 0 "$rc"
   check "setup again changes nothing" grep -q "nothing changed" "$STATE/setup2.log"
+
+  # What the agent took in at its start changes under it: setup restarts it,
+  # and `sandbox status` checks what it holds (issue 12).
+  timeout 300 sandbox setup --policy default --non-interactive >"$STATE/switch.log" 2>&1
+  rc=$?
+  sed 's/^/  switch> /' "$STATE/switch.log"
+  expect "setup switching strict -> default exits 0" 0 "$rc"
+  check "the agent was restarted: its DNS files changed" grep -q "restarted openshell-$NAME.service (its namespace or DNS files changed" "$STATE/switch.log"
+  wait_for 30 agent_resolv_current || true
+  check "the restarted agent sees the new resolv.conf" agent_resolv_current
+  sandbox status >"$STATE/status-switch.log" 2>&1
+  expect "sandbox status is healthy after the switch" 0 "$?"
+  check "status checked what the agent holds" grep -q "agent view .*with its DNS files of now" "$STATE/status-switch.log"
+  ip netns del $NETNS
+  timeout 300 sandbox setup --policy default --non-interactive >"$STATE/renetns.log" 2>&1
+  rc=$?
+  sed 's/^/  renetns> /' "$STATE/renetns.log"
+  expect "setup after ip netns del exits 0" 0 "$rc"
+  check "the agent was restarted into the new namespace" grep -q "restarted openshell-$NAME.service (its namespace or DNS files changed" "$STATE/renetns.log"
+  wait_for 30 agent_in_current_netns || true
+  check "the agent runs in the namespace at /run/netns/$NETNS" agent_in_current_netns
+  sandbox status >"$STATE/status-renetns.log" 2>&1
+  expect "sandbox status is healthy after the namespace was made anew" 0 "$?"
+  timeout 300 sandbox setup --policy strict --non-interactive >"$STATE/back.log" 2>&1
+  expect "setup back to strict exits 0" 0 "$?"
   t=$(date +%s)
   timeout 300 sandbox setup --disable --non-interactive >"$STATE/disable.log" 2>&1
   rc=$?
