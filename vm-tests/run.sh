@@ -30,9 +30,9 @@ VM_PROFILE=${VM_PROFILE:-release}
 WORK=${VM_WORK:-/var/tmp/sandbox-vm-tests.$$}
 VM_TIMEOUT=${VM_TIMEOUT:-480}
 SUITE=bookworm
-PACKAGES=systemd,systemd-sysv,dbus,nftables,iproute2,linux-image-amd64,udev,python3-minimal
+PACKAGES=systemd,systemd-sysv,dbus,nftables,iproute2,linux-image-amd64,udev,python3
 # Bump when the way the cached root is made changes.
-IMAGE_RECIPE=1
+IMAGE_RECIPE=2
 
 T0=$SECONDS
 stamp() { printf '[vm-tests %4ds] %s\n' $((SECONDS - T0)) "$*"; }
