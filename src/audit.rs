@@ -64,6 +64,10 @@ impl AuditLog {
     }
 
     pub fn record(&mut self, action: &str, o: &Outcome) -> Result<()> {
+        // A step that changed nothing writes nothing (and syncs nothing).
+        if o.changes.is_empty() {
+            return Ok(());
+        }
         for change in &o.changes {
             let e = Entry {
                 time: now_utc(),
@@ -80,6 +84,11 @@ impl AuditLog {
                 .write_all(&line)
                 .map_err(|e| Error::io("append to audit log", &self.path, e))?;
         }
+        // Under group commit the run's commit makes the lines durable.
+        if self.path.parent().is_some_and(files::defer) {
+            return Ok(());
+        }
+        files::count_sync();
         self.file
             .sync_data()
             .map_err(|e| Error::io("fsync audit log", &self.path, e))

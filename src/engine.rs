@@ -105,8 +105,12 @@ impl Recorder<'_> {
             cause: format!("cannot encode the {} record: {e}", self.id),
             fix: "report this as a bug".into(),
         })?;
-        self.state.put(self.id, false, value);
-        self.store.save_with(self.state, self.durable)?;
+        // Nothing new to say ahead (a re-run re-puts what it found): the
+        // record stays as it is, done included, and nothing is written.
+        if self.state.get(self.id).is_none_or(|r| r.data != value) {
+            self.state.put(self.id, false, value);
+            self.store.save_with(self.state, self.durable)?;
+        }
         crate::fault::after_put(self.id)
     }
 

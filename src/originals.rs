@@ -42,6 +42,9 @@ pub fn keep(state_dir: &Path, bytes: &[u8]) -> Result<String> {
     let p = d.join(&sha);
     if files::hash_of(&p)?.as_deref() != Some(sha.as_str()) {
         files::write_atomic(&p, bytes, 0o600)?;
+        // A barrier: the copy is on disk before the write that replaces
+        // the file it keeps.
+        files::commit()?;
     }
     Ok(sha)
 }

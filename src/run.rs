@@ -61,6 +61,9 @@ pub fn setup(args: &SetupArgs) -> Result<()> {
     ));
     let before = state.steps.clone();
     let mut said = Vec::new();
+    // One durable intent, barriers where a change must follow an earlier
+    // one to disk, one commit at the end (sys::files, "group commit").
+    crate::sys::files::group_commit(true);
     let done = engine::apply_all(&steps, &spec, &store, &mut state, &mut |o| {
         if o.changed() {
             said.push(o.step.to_string());
@@ -68,7 +71,9 @@ pub fn setup(args: &SetupArgs) -> Result<()> {
         report.step(o)
     });
     let done = done.map_err(|e| e.after_changes(&touched(&said, &before, &state.steps)));
-    report.finish(done.as_ref().err())?;
+    let finished = report.finish(done.as_ref().err());
+    crate::sys::files::commit()?;
+    finished?;
     let done = done?;
     let changed = done.iter().filter(|o| o.changed()).count();
     if changed == 0 {
@@ -117,6 +122,7 @@ fn disable(args: &SetupArgs) -> Result<()> {
         purge: args.purge,
     };
     let mut said = Vec::new();
+    crate::sys::files::group_commit(true);
     let done = engine::revert_all(&steps, &undo, &store, &mut state, &mut |o| {
         if o.changed() {
             said.push(o.step.to_string());
@@ -124,11 +130,14 @@ fn disable(args: &SetupArgs) -> Result<()> {
         report.step(o)
     });
     let done = done.map_err(|e| e.after_changes(&said));
-    report.finish(done.as_ref().err())?;
+    let finished = report.finish(done.as_ref().err());
+    crate::sys::files::commit()?;
+    finished?;
     // Steps that failed to revert stay in the saved record (every other
     // step was reverted): keep it, so a re-run reverts only them.
     let done = done?;
     store.remove(&state)?;
+    crate::sys::files::commit()?;
     report.say(&format!(
         "done: {} steps reverted; nothing of sandbox {name} is left",
         done.len()

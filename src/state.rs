@@ -76,6 +76,10 @@ pub struct Store {
     /// What the file holds now: a save that would not change it is skipped
     /// (each save costs two fsyncs).
     saved: std::cell::RefCell<Vec<u8>>,
+    /// A durable save was made by this run (group commit: the first one is
+    /// the run's intent, committed at once; later ones wait for the run's
+    /// commit).
+    intent: std::cell::Cell<bool>,
     _lock: nix::fcntl::Flock<File>,
 }
 
@@ -138,9 +142,14 @@ impl Store {
                     dir,
                     root: root.clone(),
                     saved: Default::default(),
+                    intent: Default::default(),
                     _lock: lock,
                 };
                 let loaded = store.load()?;
+                if let Some(state) = &loaded {
+                    // What the file holds: a save of the same state is skipped.
+                    *store.saved.borrow_mut() = serde_json::to_vec_pretty(state).unwrap_or_default();
+                }
                 let fresh = loaded.is_none();
                 let mut state = loaded.unwrap_or_else(|| State {
                     version: VERSION,
@@ -203,6 +212,11 @@ impl Store {
         }
         files::write_atomic_with(&self.file(), &json, 0o600, durable)?;
         *self.saved.borrow_mut() = json;
+        if durable && !self.intent.replace(true) {
+            // The run's first durable record: on disk before anything it
+            // covers (a no-op outside group commit, where each save syncs).
+            files::commit()?;
+        }
         Ok(())
     }
 

@@ -94,3 +94,73 @@ fn a_read_only_etc_fails_cleanly() {
     host.disable_ok();
     before.assert_restored(&host.snapshot(), "setup and --disable once /etc is writable");
 }
+
+/// The calls that make writes durable, and the ones that write a file's
+/// name, made by one `sandbox` run (strace, in the fake host).
+fn durable_calls(host: &FakeHost, args: &[&str]) -> (Run, usize, usize) {
+    let log = std::env::temp_dir().join(format!("sandbox-disk-strace-{}-{}", std::process::id(), args.len()));
+    let log_s = log.to_str().expect("utf8").to_string();
+    let trace = "trace=fsync,fdatasync,syncfs,sync,sync_file_range,rename,renameat,renameat2,linkat";
+    let run = host.sandbox_with(&["strace", "-f", "-o", &log_s, "-e", trace], &[], args);
+    let text =
+        std::fs::read_to_string(&log).unwrap_or_else(|e| panic!("strace log {log_s}: {e} (is strace installed?)"));
+    let _ = std::fs::remove_file(&log);
+    let calls = |names: &[&str]| {
+        text.lines()
+            .filter(|l| {
+                names.iter().any(|n| {
+                    l.split_whitespace()
+                        .nth(1)
+                        .is_some_and(|c| c.starts_with(&format!("{n}(")))
+                })
+            })
+            .filter(|l| !l.contains("= -1"))
+            .count()
+    };
+    let syncs = calls(&["fsync", "fdatasync", "syncfs", "sync", "sync_file_range"]);
+    let names = calls(&["rename", "renameat", "renameat2", "linkat"]);
+    (run, syncs, names)
+}
+
+/// Issue 12: a full setup makes its changes durable with a handful of sync
+/// calls (it made 112), and a re-run that has nothing to change writes
+/// nothing at all: no record rewrite, no audit line, no sync.
+#[test]
+fn a_setup_syncs_a_few_times_and_a_rerun_with_nothing_to_do_writes_nothing() {
+    let Some(host) = FakeHost::new() else { return };
+    let mut args = vec!["setup", "--root", host.root_str(), "--non-interactive", "--no-systemd"];
+    args.extend_from_slice(FLAGS);
+    let (run, syncs, _) = durable_calls(&host, &args);
+    assert_eq!(run.code, 0, "{run}");
+    assert!((1..=8).contains(&syncs), "a full setup made {syncs} sync calls:\n{run}");
+
+    let record = host.state_file("sandbox");
+    let audit = host.root().join("var/log/sandbox/audit.log");
+    let before = (
+        std::fs::read(&record).expect("record"),
+        std::fs::read(&audit).expect("audit log"),
+    );
+    let (run, syncs, names) = durable_calls(&host, &args);
+    assert_eq!(run.code, 0, "{run}");
+    assert!(run.stdout.contains("nothing changed"), "{run}");
+    assert_eq!(
+        (syncs, names),
+        (0, 0),
+        "a re-run with nothing to do wrote or synced:\n{run}"
+    );
+    assert_eq!(
+        (
+            std::fs::read(&record).expect("record"),
+            std::fs::read(&audit).expect("audit log")
+        ),
+        before,
+        "the record and the audit log are as they were"
+    );
+
+    let (run, syncs, _) = durable_calls(
+        &host,
+        &["setup", "--root", host.root_str(), "--disable", "--non-interactive"],
+    );
+    assert_eq!(run.code, 0, "{run}");
+    assert!(syncs <= 4, "--disable made {syncs} sync calls:\n{run}");
+}

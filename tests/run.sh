@@ -21,7 +21,7 @@ echo "== installing test dependencies (apt)"
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends \
-  nftables iproute2 util-linux passwd shellcheck python3 iputils-ping >/dev/null
+  nftables iproute2 util-linux passwd shellcheck python3 iputils-ping strace >/dev/null
 echo "== installing the real OpenClaw + Node 24 (npm, cached outside the clone)"
 # The integration tests run the real OpenClaw from here; without it they fail
 # in CI rather than skip.

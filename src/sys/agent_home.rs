@@ -200,7 +200,10 @@ impl AgentHome {
             f.write_all(bytes).map_err(|e| Error::io("write", &shown, e))?;
             f.set_permissions(std::fs::Permissions::from_mode(mode))
                 .map_err(|e| Error::io("chmod", &shown, e))?;
-            f.sync_all().map_err(|e| Error::io("fsync", &shown, e))?;
+            if !crate::sys::files::defer(&self.path) {
+                f.sync_all().map_err(|e| Error::io("fsync", &shown, e))?;
+                crate::sys::files::count_sync();
+            }
             nix::fcntl::renameat(
                 Some(parent.as_raw_fd()),
                 tmp_name.as_os_str(),
@@ -217,7 +220,10 @@ impl AgentHome {
             );
         }
         result?;
-        let _ = nix::unistd::fsync(parent.as_raw_fd());
+        if !crate::sys::files::defer(&self.path) {
+            let _ = nix::unistd::fsync(parent.as_raw_fd());
+            crate::sys::files::count_sync();
+        }
         Ok(())
     }
 
