@@ -398,7 +398,7 @@ impl Step for OpenclawJson {
             // OpenClaw keeps a .bak of its own there: ours replaces it, and
             // root keeps it to put back.
             let theirs = match h.read(Path::new(BAK_REL), CONFIG_CAP) {
-                Ok(Some(b)) if b.sha256 != f.sha256 => Some(originals::keep(&r.at.state_dir, &b.bytes)?),
+                Ok(Some(b)) => Some(originals::keep(&r.at.state_dir, &b.bytes)?),
                 _ => None,
             };
             r.bak = Some(home::Written {
