@@ -69,7 +69,11 @@ pub fn for_setup(spec: &Spec, state: Option<&State>) -> Vec<Error> {
             why,
             "install nftables: apt-get install nftables (or dnf install nftables); the kernel needs nf_tables",
         ));
-    } else if let Err(why) = nft::kernel_support() {
+    } else if let Err(why) = state
+        // Our tables are there already: the kernel has nf_tables.
+        .filter(|s| s.get("firewall").is_some_and(|r| r.done))
+        .map_or_else(nft::kernel_support, |_| Ok(()))
+    {
         problems.push(Error::host(
             "kernel nf_tables",
             why,

@@ -92,8 +92,14 @@ pub fn denials(spec: &Spec) -> Result<Vec<Denial>> {
 /// network namespace.
 pub fn read_table(table: &str, layer: Where) -> Result<Vec<Denial>> {
     // One `nft` run for both sets: the whole (small) table.
-    let mut out = match nft::list_table(table)? {
-        Some(doc) => parse(&doc, layer),
+    Ok(from_listing(nft::list_table(table)?.as_ref(), layer))
+}
+
+/// The refusals a table listing (`nft::list_table`) shows, newest times
+/// filled in, most first.
+pub fn from_listing(listed: Option<&Value>, layer: Where) -> Vec<Denial> {
+    let mut out = match listed {
+        Some(doc) => parse(doc, layer),
         None => Vec::new(),
     };
     let now = std::time::SystemTime::now()
@@ -103,7 +109,7 @@ pub fn read_table(table: &str, layer: Where) -> Result<Vec<Denial>> {
         d.last = d.last_s_ago().map(|ago| crate::audit::rfc3339(now.saturating_sub(ago)));
     }
     sort(&mut out);
-    Ok(out)
+    out
 }
 
 fn sort(v: &mut [Denial]) {

@@ -189,18 +189,17 @@ fn host_side(want: Option<&Table>, had: bool, name: &str) -> Result<Vec<String>>
             // Refusals the host table counted are kept until a setup has
             // seen them: they go into its output and the audit log, and
             // `status` counts only those after it.
-            let seen = if had {
-                denials::read_table(&t.name, Where::Host)?
-            } else {
-                vec![]
-            };
+            // One listing serves both: what the table counted, and whether
+            // it is as generated now.
+            let listed = if had { nft::list_table(&t.name)? } else { None };
+            let seen = denials::from_listing(listed.as_ref(), Where::Host);
             let cleared = |out: &mut Vec<String>| {
                 if !seen.is_empty() {
                     out.push(format!("{CLEARED} {} before this setup", denials::summary(&seen)));
                 }
             };
             let mut out = Vec::new();
-            if had && nft::is_current(t)? {
+            if had && nft::matches(t, listed.as_ref()) {
                 if !seen.is_empty() {
                     nft::flush_sets(&t.name, &[DENIED4, DENIED6])?;
                 }

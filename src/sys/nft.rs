@@ -100,13 +100,18 @@ fn shape_of(doc: &serde_json::Value) -> Vec<ChainShape> {
 /// Whether our table is in place exactly as `t` generates it: the
 /// fingerprint chain is there and no chain was flushed, edited or loosened.
 pub fn is_current(t: &Table) -> Result<bool> {
-    let Some(mut have) = table_shape(&t.name)? else {
-        return Ok(false);
+    Ok(matches(t, list_table(&t.name)?.as_ref()))
+}
+
+/// Whether a listing (`list_table`) shows `t` as generated now.
+pub fn matches(t: &Table, listed: Option<&serde_json::Value>) -> bool {
+    let Some(mut have) = listed.map(shape_of) else {
+        return false;
     };
     let mut want = t.shape();
     have.sort_by(|a, b| a.name.cmp(&b.name));
     want.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(have == want)
+    have == want
 }
 
 /// `nft -j list set inet <table> <set>`, parsed; None when the table or
@@ -144,15 +149,20 @@ pub fn available() -> std::result::Result<(), String> {
     }
 }
 
-/// The kernel has nf_tables: loaded or built in shows under /sys/module.
-/// Otherwise ask `nft` once, which makes the kernel load the module.
+/// The kernel has nf_tables: loaded as a module shows under /sys/module;
+/// built in (without parameters) it does not, so ask `nft` once, which
+/// also makes the kernel load the module.
 pub fn kernel_support() -> std::result::Result<(), String> {
     if std::path::Path::new("/sys/module/nf_tables").exists() {
         return Ok(());
     }
-    match helper::get_current_ruleset_raw(Some(NFT), ["list", "tables"]) {
+    // One table of a name nobody uses, never the whole ruleset (its cost
+    // grows with every table on the host): "no such table" proves the
+    // kernel answered.
+    match helper::get_current_ruleset_raw(Some(NFT), ["list", "table", "inet", "sandbox_probe_no_such_table"]) {
         Ok(_) => Ok(()),
-        Err(NftablesError::NftFailed { stderr, .. }) => Err(format!("`nft list tables` failed: {}", stderr.trim())),
+        Err(NftablesError::NftFailed { stderr, .. }) if stderr.contains("No such file or directory") => Ok(()),
+        Err(NftablesError::NftFailed { stderr, .. }) => Err(format!("`nft list table` failed: {}", stderr.trim())),
         Err(e) => Err(e.to_string()),
     }
 }
