@@ -3,8 +3,9 @@
 
 use std::io::{BufRead, IsTerminal, Write};
 
-use crate::audit::{self, AuditLog};
-use crate::cli::{LogArgs, SetupArgs, StatusArgs};
+use crate::audit::{self, AuditLog, RunRecord};
+use crate::cli::{Cli, Command, LogArgs, SetupArgs, StatusArgs};
+use crate::config_file::Settings;
 use crate::engine::{self, Outcome};
 use crate::error::{Error, Result};
 use crate::preflight;
@@ -14,7 +15,126 @@ use crate::state::{StepRecord, Store};
 use crate::status;
 use crate::steps;
 
-pub fn setup(args: &SetupArgs) -> Result<()> {
+/// Exit code: nothing to do (or done).
+pub const EXIT_OK: i32 = 0;
+/// `--detailed-exitcode`: changes are pending.
+pub const EXIT_PENDING: i32 = 2;
+
+/// The whole command: run it, record the outcome of a run that reaches
+/// the host (audit log, journal), say an error (as JSON on standard
+/// output too, for `--json` and `--format json`), and return the exit code.
+pub fn main(cli: &Cli) -> i32 {
+    let record = match &cli.command {
+        Command::Setup(a) if !a.dry_run => start_record(a),
+        _ => None,
+    };
+    let result = dispatch(cli);
+    // A write to standard output that failed (not a closed pipe) fails a
+    // command that otherwise succeeded: its output is incomplete.
+    let result = result.and_then(|code| match crate::out::take_error() {
+        Some(e) => Err(Error::io("write", "standard output", e)),
+        None => Ok(code),
+    });
+    let detailed = matches!(&cli.command, Command::Setup(a) | Command::Plan(a) if a.detailed_exitcode);
+    let code = match &result {
+        Ok(code) => *code,
+        // As terraform's: 2 means "changes pending", so every error is 1.
+        Err(_) if detailed => 1,
+        Err(e) => e.exit_code(),
+    };
+    if let Some(r) = record {
+        if let Err(e) = r.finish(code, result.as_ref().err()) {
+            crate::errln!("sandbox: warning: the outcome of this run is not in the audit log: {e}");
+        }
+    }
+    if let Err(e) = &result {
+        if cli.wants_json() {
+            crate::outln!("{}", error_event(e, code));
+        }
+        crate::errln!("sandbox: {e}");
+    }
+    code
+}
+
+/// `{"event":"error","exit_code":…,"cause":…,"fix":…}`: the error's
+/// text without its `fix:` lines, and those lines joined.
+pub fn error_event(e: &Error, exit_code: i32) -> serde_json::Value {
+    let text = e.to_string();
+    let mut cause = Vec::new();
+    let mut fixes = Vec::new();
+    for line in text.lines() {
+        match line.trim_start().strip_prefix("fix: ") {
+            Some(fix) => fixes.push(fix.trim().to_string()),
+            None => cause.push(line),
+        }
+    }
+    serde_json::json!({
+        "event": "error",
+        "exit_code": exit_code,
+        "cause": cause.join("\n"),
+        "fix": fixes.join("; "),
+    })
+}
+
+fn dispatch(cli: &Cli) -> Result<i32> {
+    use clap::CommandFactory;
+    let ok = |r: Result<()>| r.map(|()| EXIT_OK);
+    match &cli.command {
+        Command::Setup(args) if args.boot => ok(crate::boot::run(args)),
+        Command::Setup(args) => setup(args),
+        Command::Plan(args) => plan(args),
+        Command::Status(args) => ok(status(args)),
+        Command::Log(args) => ok(log(args)),
+        Command::Completions { shell } => {
+            // Rendered in memory: the generator panics on a write error
+            // (a reader that went away).
+            let mut text = Vec::new();
+            clap_complete::generate(*shell, &mut Cli::command(), "sandbox", &mut text);
+            crate::out::stdout_bytes(&text);
+            Ok(EXIT_OK)
+        }
+        Command::Man => {
+            let mut text = Vec::new();
+            clap_mangen::Man::new(Cli::command())
+                .render(&mut text)
+                .map_err(|e| Error::io("render man page", "stdout", e))
+                .map(|()| crate::out::stdout_bytes(&text))
+                .map(|()| EXIT_OK)
+        }
+    }
+}
+
+/// The start record of a `setup` that may change the host; its outcome
+/// follows in [`main`]. Only as root (the log is root's), and only once
+/// the name and root are valid.
+fn start_record(args: &SetupArgs) -> Option<RunRecord> {
+    if !nix::unistd::geteuid().is_root() {
+        return None;
+    }
+    let (name, root) = spec::disable_target(args)
+        .or_else(|_| spec::target(&args.name, &args.root))
+        .ok()?;
+    let action = if args.boot {
+        "boot"
+    } else if args.disable {
+        "revert"
+    } else {
+        "apply"
+    };
+    let command = std::env::args()
+        .map(|a| {
+            if a.is_empty() || a.contains(|c: char| c.is_whitespace() || c == '"' || c == '\'') {
+                format!("{a:?}")
+            } else {
+                a
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ");
+    RunRecord::start(&root, &name, action, command)
+}
+
+pub fn setup(args: &SetupArgs) -> Result<i32> {
     if args.format.is_some() && !args.dry_run {
         return Err(Error::input(
             "--format",
@@ -22,10 +142,25 @@ pub fn setup(args: &SetupArgs) -> Result<()> {
             "add --dry-run (or use `sandbox plan`); for progress as JSON use --json",
         ));
     }
+    if args.detailed_exitcode && !args.dry_run {
+        return Err(Error::input(
+            "--detailed-exitcode",
+            "only shapes the exit code of a plan",
+            "use `sandbox plan --detailed-exitcode` (or add --dry-run)",
+        ));
+    }
+    if args.json && !args.non_interactive && !args.dry_run {
+        return Err(Error::input(
+            "--json",
+            "is for tools, and a tool cannot answer the confirmation",
+            "add --non-interactive",
+        ));
+    }
     if args.disable {
         return disable(args);
     }
-    let spec = Spec::from_args(args)?;
+    let settings = Settings::resolve(args)?;
+    let spec = Spec::from_settings(&settings, &args.root)?;
     let steps = steps::all();
     // Before reading the record: it is root's, and "permission denied" on
     // it would hide the real problem. A plan too: without root it can read
@@ -33,7 +168,18 @@ pub fn setup(args: &SetupArgs) -> Result<()> {
     refuse_unprivileged(if args.dry_run { "plan" } else { "setup" })?;
     let previous = Store::peek(&spec.root, &spec.name)?;
     if args.dry_run {
-        return dry_run(&spec, &steps, previous.as_ref(), args.format.unwrap_or(Format::Text));
+        let pending = dry_run(
+            &spec,
+            &settings,
+            &steps,
+            previous.as_ref(),
+            args.format.unwrap_or(Format::Text),
+        )?;
+        return Ok(if pending && args.detailed_exitcode {
+            EXIT_PENDING
+        } else {
+            EXIT_OK
+        });
     }
     let problems = preflight::for_setup(&spec, previous.as_ref());
     if !problems.is_empty() {
@@ -45,7 +191,7 @@ pub fn setup(args: &SetupArgs) -> Result<()> {
         print_plan(&spec, &plan);
         if plan.iter().all(|o| !o.changed()) {
             crate::outln!("nothing to change: sandbox {} is in place", spec.name);
-            return Ok(());
+            return Ok(EXIT_OK);
         }
         confirm("Apply these changes?")?;
     }
@@ -80,10 +226,10 @@ pub fn setup(args: &SetupArgs) -> Result<()> {
         report.say(&format!("done: {changed} of {} steps changed", done.len()));
     }
     report.done(changed);
-    Ok(())
+    Ok(EXIT_OK)
 }
 
-fn disable(args: &SetupArgs) -> Result<()> {
+fn disable(args: &SetupArgs) -> Result<i32> {
     let (name, root) = spec::disable_target(args)?;
     let steps = steps::all();
     refuse_unprivileged("setup --disable")?;
@@ -93,11 +239,32 @@ fn disable(args: &SetupArgs) -> Result<()> {
         return sweep(args, &name, &root, &steps);
     };
     if args.dry_run {
-        crate::outln!("sandbox {name}: --disable would revert, in this order:");
-        for step in steps.iter().rev().filter(|s| previous.get(s.id()).is_some()) {
-            crate::outln!("  {:<14} revert", step.id());
+        let ids: Vec<&str> = steps
+            .iter()
+            .rev()
+            .map(|s| s.id())
+            .filter(|id| previous.get(id).is_some())
+            .collect();
+        if args.format == Some(Format::Json) {
+            let changes: Vec<_> = ids
+                .iter()
+                .map(|id| serde_json::json!({"step": id, "changes": ["revert"]}))
+                .collect();
+            crate::outln!(
+                "{}",
+                serde_json::json!({"sandbox": name, "action": "revert", "changes": changes})
+            );
+        } else {
+            crate::outln!("sandbox {name}: --disable would revert, in this order:");
+            for id in &ids {
+                crate::outln!("  {id:<14} revert");
+            }
         }
-        return Ok(());
+        return Ok(if args.detailed_exitcode && !ids.is_empty() {
+            EXIT_PENDING
+        } else {
+            EXIT_OK
+        });
     }
     if !args.non_interactive {
         let ids: Vec<&str> = steps
@@ -134,22 +301,32 @@ fn disable(args: &SetupArgs) -> Result<()> {
         done.len()
     ));
     report.done(done.iter().filter(|o| o.changed()).count());
-    Ok(())
+    Ok(EXIT_OK)
 }
 
 /// `--disable` without a record (removed or lost behind our back): each
 /// step removes what carries our mark and a name derived from `name`
 /// (namespace, veth with our alias, our nft table, DNS files with our
 /// header), under the lock. What only the record could undo is said.
-fn sweep(args: &SetupArgs, name: &str, root: &spec::Root, steps: &[Box<dyn engine::Step>]) -> Result<()> {
+fn sweep(args: &SetupArgs, name: &str, root: &spec::Root, steps: &[Box<dyn engine::Step>]) -> Result<i32> {
     let dir = root.state_dir(name);
+    let json = args.json || args.format == Some(Format::Json);
     if args.dry_run {
-        crate::outln!(
-            "sandbox {name}: no state record under {}: --disable would remove what is named after it \
-             and carries our mark (namespace, veth, nft table, DNS files)",
-            dir.display()
-        );
-        return Ok(());
+        if json {
+            // Nothing recorded to revert; what carries our mark is found
+            // only by looking, which a dry run does not do.
+            crate::outln!(
+                "{}",
+                serde_json::json!({"sandbox": name, "action": "sweep", "changes": [], "recorded": false})
+            );
+        } else {
+            crate::outln!(
+                "sandbox {name}: no state record under {}: --disable would remove what is named after it \
+                 and carries our mark (namespace, veth, nft table, DNS files)",
+                dir.display()
+            );
+        }
+        return Ok(EXIT_OK);
     }
     if !args.non_interactive {
         crate::outln!("sandbox {name}: no state record; --disable removes what is named after it and carries our mark");
@@ -162,7 +339,18 @@ fn sweep(args: &SetupArgs, name: &str, root: &spec::Root, steps: &[Box<dyn engin
     };
     let mut found = Vec::new();
     let done = engine::sweep_all(steps, &undo, name, &mut |o| {
-        progress(o);
+        if json {
+            let event = serde_json::json!({
+                "event": "step",
+                "action": "sweep",
+                "step": o.step,
+                "changed": o.changed(),
+                "changes": o.changes,
+            });
+            crate::outln!("{event}");
+        } else {
+            progress(o);
+        }
         found.push(o.clone());
     });
     if !found.is_empty() {
@@ -178,7 +366,15 @@ fn sweep(args: &SetupArgs, name: &str, root: &spec::Root, steps: &[Box<dyn engin
         .collect();
     done.map_err(|e| e.after_changes(&said))?;
     store.remove_all()?;
-    if found.is_empty() {
+    if json {
+        let event = serde_json::json!({
+            "event": "done",
+            "action": "revert",
+            "changed": !said.is_empty(),
+            "changed_steps": said.len(),
+        });
+        crate::outln!("{event}");
+    } else if found.is_empty() {
         crate::outln!(
             "sandbox {name}: no state record under {}: nothing to disable",
             dir.display()
@@ -189,7 +385,7 @@ fn sweep(args: &SetupArgs, name: &str, root: &spec::Root, steps: &[Box<dyn engin
              in its home (their hashes were in the record, so they cannot be told from your edits)"
         );
     }
-    Ok(())
+    Ok(EXIT_OK)
 }
 
 /// The steps that changed the host in a run: those that said so, and any
@@ -226,12 +422,14 @@ fn warn(spec: &Spec) {
     }
 }
 
+/// The plan; true when changes are pending.
 fn dry_run(
     spec: &Spec,
+    settings: &Settings,
     steps: &[Box<dyn engine::Step>],
     previous: Option<&crate::state::State>,
     format: Format,
-) -> Result<()> {
+) -> Result<bool> {
     warn(spec);
     let changes = engine::plan_all(steps, spec, previous);
     let unchanged = changes.iter().all(|o| !o.changed());
@@ -240,6 +438,8 @@ fn dry_run(
         policy: spec.policy_name.clone(),
         policy_description: spec.policy.description.clone(),
         root: spec.root.0.display().to_string(),
+        config_file: settings.file.as_ref().map(|p| p.display().to_string()),
+        settings: settings.rows(),
         changes,
         flows: report::flows(spec),
         inventory: engine::inventory_all(steps, spec),
@@ -256,7 +456,7 @@ fn dry_run(
         }
         crate::outln!("(dry run: nothing was changed)");
     }
-    Ok(())
+    Ok(!unchanged)
 }
 
 fn print_plan(spec: &Spec, plan: &[Outcome]) {
@@ -354,7 +554,7 @@ fn progress(o: &Outcome) {
 }
 
 /// `sandbox plan`: `setup --dry-run` under its own name.
-pub fn plan(args: &SetupArgs) -> Result<()> {
+pub fn plan(args: &SetupArgs) -> Result<i32> {
     if args.boot || args.disable {
         return Err(Error::input(
             "sandbox plan",
@@ -396,14 +596,29 @@ pub fn log(args: &LogArgs) -> Result<()> {
             let line = serde_json::to_string(e).map_err(|err| Error::io("encode entry", "stdout", err.into()))?;
             crate::outln!("{line}");
         } else {
+            // A run's start and outcome, or one change.
+            let (what, detail) = match (e.record.as_deref(), e.outcome.as_deref()) {
+                (Some("start"), _) => ("start".to_string(), e.command.clone().unwrap_or_default()),
+                (Some("outcome"), Some(o)) => {
+                    let code = e.exit_code.unwrap_or_default();
+                    let why = e.error.as_deref().and_then(|t| t.lines().next()).unwrap_or("");
+                    let detail = if why.is_empty() {
+                        format!("(exit {code})")
+                    } else {
+                        format!("(exit {code}) {why}")
+                    };
+                    (o.to_uppercase(), detail)
+                }
+                _ => (e.step.clone(), e.change.clone()),
+            };
             crate::outln!(
                 "{}  {:<12} {:<10} {:<7} {:<14} {}",
                 e.time,
                 e.sandbox,
                 e.by,
                 e.action,
-                e.step,
-                e.change
+                what,
+                detail
             );
         }
     }
