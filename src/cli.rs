@@ -50,6 +50,9 @@ pub struct StatusArgs {
     /// One JSON document instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Also write the result as node_exporter textfile metrics to PATH (atomically).
+    #[arg(long, value_name = "PATH")]
+    pub textfile: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Args)]

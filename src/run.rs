@@ -572,6 +572,9 @@ pub fn status(args: &StatusArgs) -> Result<()> {
     let (name, root) = spec::target(&args.name, &args.root)?;
     refuse_unprivileged("status")?;
     let s = status::collect(&root, &name, !args.no_systemd)?;
+    if let Some(path) = &args.textfile {
+        write_textfile(path, &metrics(&s))?;
+    }
     if args.json {
         let text = serde_json::to_string_pretty(&s).map_err(|e| Error::io("encode status", "stdout", e.into()))?;
         crate::outln!("{text}");
@@ -583,6 +586,95 @@ pub fn status(args: &StatusArgs) -> Result<()> {
     } else {
         Err(Error::Unhealthy { name })
     }
+}
+
+/// `status` in node_exporter's textfile format: health per check, the
+/// steps that drifted, and refusals per destination (a counter).
+pub fn metrics(s: &status::Status) -> String {
+    let esc = |v: &str| v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
+    let name = esc(&s.name);
+    let ids: Vec<&str> = steps::all().iter().map(|st| st.id()).collect();
+    let drifted = s
+        .checks
+        .iter()
+        .filter(|c| !c.ok && ids.contains(&c.check.as_str()))
+        .count();
+    let mut out = String::new();
+    out += "# HELP sandbox_healthy Whether every check of `sandbox status` passed (1) or not (0).\n";
+    out += "# TYPE sandbox_healthy gauge\n";
+    out += &format!("sandbox_healthy{{sandbox=\"{name}\"}} {}\n", u8::from(s.healthy));
+    out += "# HELP sandbox_check_ok Each check of `sandbox status`: passed (1) or failed (0).\n";
+    out += "# TYPE sandbox_check_ok gauge\n";
+    for c in &s.checks {
+        out += &format!(
+            "sandbox_check_ok{{sandbox=\"{name}\",check=\"{}\"}} {}\n",
+            esc(&c.check),
+            u8::from(c.ok)
+        );
+    }
+    out += "# HELP sandbox_drifted_steps Steps whose objects differ from what setup made.\n";
+    out += "# TYPE sandbox_drifted_steps gauge\n";
+    out += &format!("sandbox_drifted_steps{{sandbox=\"{name}\"}} {drifted}\n");
+    out += "# HELP sandbox_refused_packets_total Packets refused per destination (netns: last 24 h of attempts; host: since the last setup).\n";
+    out += "# TYPE sandbox_refused_packets_total counter\n";
+    for d in &s.denials {
+        let layer = if d.layer == crate::firewall::denials::Where::Host {
+            "host"
+        } else {
+            "netns"
+        };
+        out += &format!(
+            "sandbox_refused_packets_total{{sandbox=\"{name}\",layer=\"{layer}\",destination=\"{}\",protocol=\"{}\",port=\"{}\"}} {}\n",
+            d.dst,
+            esc(&d.proto),
+            d.port,
+            d.count
+        );
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    out += "# HELP sandbox_status_timestamp_seconds When this file was written.\n";
+    out += "# TYPE sandbox_status_timestamp_seconds gauge\n";
+    out += &format!("sandbox_status_timestamp_seconds{{sandbox=\"{name}\"}} {now}\n");
+    out
+}
+
+/// Written beside PATH, synced, then renamed over it: node_exporter never
+/// reads half a file.
+fn write_textfile(path: &std::path::Path, text: &str) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if file_name.is_empty() {
+        return Err(Error::input(
+            format!("--textfile {}", path.display()),
+            "names no file",
+            "e.g. --textfile /var/lib/node_exporter/textfile_collector/sandbox.prom",
+        ));
+    }
+    let tmp = dir.join(format!(".{file_name}.{}.tmp", std::process::id()));
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .custom_flags(nix::libc::O_NOFOLLOW)
+            .open(&tmp)?;
+        f.write_all(text.as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    };
+    write().map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        Error::io("write metrics", path, e)
+    })
 }
 
 /// `sandbox log`: the audit trail, oldest first.
@@ -658,6 +750,61 @@ fn confirm(question: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn metrics_are_node_exporter_text_and_written_atomically() {
+        let s = status::Status {
+            name: "a".into(),
+            healthy: false,
+            policy: "strict".into(),
+            checks: vec![
+                status::Check {
+                    check: "veth".into(),
+                    ok: false,
+                    detail: "drift: x".into(),
+                    fix: None,
+                },
+                status::Check {
+                    check: "agent \"unit\"".into(),
+                    ok: true,
+                    detail: String::new(),
+                    fix: None,
+                },
+            ],
+            denials: vec![crate::firewall::denials::Denial {
+                dst: "203.0.113.80".parse().expect("ip"),
+                proto: "tcp".into(),
+                port: 443,
+                count: 3,
+                bytes: 180,
+                expires_s: None,
+                layer: crate::firewall::denials::Where::Netns,
+                last: None,
+            }],
+        };
+        let text = metrics(&s);
+        assert!(text.contains("sandbox_healthy{sandbox=\"a\"} 0\n"), "{text}");
+        assert!(
+            text.contains("sandbox_check_ok{sandbox=\"a\",check=\"veth\"} 0\n"),
+            "{text}"
+        );
+        assert!(text.contains("check=\"agent \\\"unit\\\"\"} 1\n"), "{text}");
+        assert!(text.contains("sandbox_drifted_steps{sandbox=\"a\"} 1\n"), "{text}");
+        assert!(
+            text.contains("# TYPE sandbox_refused_packets_total counter\n"),
+            "{text}"
+        );
+        assert!(text.contains(
+            "sandbox_refused_packets_total{sandbox=\"a\",layer=\"netns\",destination=\"203.0.113.80\",protocol=\"tcp\",port=\"443\"} 3\n"
+        ));
+        let d = tempfile::tempdir().expect("tempdir");
+        let path = d.path().join("sandbox.prom");
+        std::fs::write(&path, "old").expect("seed");
+        write_textfile(&path, &text).expect("write");
+        assert_eq!(std::fs::read_to_string(&path).expect("read"), text);
+        let left: Vec<_> = std::fs::read_dir(d.path()).expect("ls").collect();
+        assert_eq!(left.len(), 1, "no temp file left behind");
+    }
 
     fn rec(id: &str, data: serde_json::Value) -> StepRecord {
         StepRecord {
