@@ -126,8 +126,8 @@ cmd:
   returned: always
   type: list
   elements: str
-rc:
-  description: Its exit code.
+exit_code:
+  description: Its exit code (in check mode, 2 when changes are pending, as C(plan --detailed-exitcode) says).
   returned: always
   type: int
 cause:
@@ -186,7 +186,7 @@ def fail(module, cmd, rc, stdout, stderr):
             error = ev
     if error is None:
         msg = (stderr or stdout or 'sandbox failed').strip()
-        module.fail_json(msg=msg, cmd=cmd, rc=rc, stdout=stdout, stderr=stderr, changes=[], events=[])
+        module.fail_json(msg=msg, cmd=cmd, rc=rc, exit_code=rc, stdout=stdout, stderr=stderr, changes=[], events=[])
     msg = error.get('cause', '')
     if error.get('fix'):
         msg += ' (fix: %s)' % error['fix']
@@ -249,9 +249,10 @@ def main():
         try:
             plan = json.loads(out)
         except ValueError:
-            module.fail_json(msg='sandbox plan printed no JSON', cmd=cmd, rc=rc, stdout=out, stderr=err)
+            module.fail_json(msg='sandbox plan printed no JSON', cmd=cmd, rc=rc, exit_code=rc, stdout=out, stderr=err)
         changes = [c for c in plan.get('changes', []) if c.get('changes')]
-        result = dict(changed=(rc == 2), changes=changes, events=plan.get('changes', []), cmd=cmd, rc=rc)
+        # Not `rc`: Ansible takes a non-zero rc for a failure, and 2 here means changes pending.
+        result = dict(changed=(rc == 2), changes=changes, events=plan.get('changes', []), cmd=cmd, exit_code=rc)
         if module._diff:
             result['diff'] = dict(before_header='sandbox %s' % p['name'],
                                   after_header='sandbox %s (plan)' % p['name'],
@@ -271,7 +272,7 @@ def main():
     changes = [dict(step=e.get('step'), changes=e.get('changes', []))
                for e in events if e.get('event') == 'step' and e.get('changed')]
     changed = bool(done[-1].get('changed')) if done else bool(changes)
-    result = dict(changed=changed, changes=changes, events=events, cmd=cmd, rc=rc)
+    result = dict(changed=changed, changes=changes, events=events, cmd=cmd, exit_code=rc)
     if module._diff:
         result['diff'] = dict(before_header='sandbox %s' % p['name'],
                               after_header='sandbox %s' % p['name'],
