@@ -48,7 +48,8 @@ pub fn main(cli: &Cli) -> i32 {
         }
     }
     if let Err(e) = &result {
-        if cli.wants_json() {
+        // `status --json` has said "unhealthy" in its own document.
+        if cli.wants_json() && !matches!(e, Error::Unhealthy { .. }) {
             crate::outln!("{}", error_event(e, code));
         }
         crate::errln!("sandbox: {e}");
