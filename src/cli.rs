@@ -3,7 +3,8 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{ArgAction, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -49,6 +50,9 @@ pub struct StatusArgs {
     /// One JSON document instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Also write the result as node_exporter textfile metrics to PATH (atomically).
+    #[arg(long, value_name = "PATH")]
+    pub textfile: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -85,13 +89,13 @@ pub struct SetupArgs {
     #[arg(long, default_value = "8.8.8.8,1.1.1.1", value_name = "IP,IP|host")]
     pub dns: String,
     /// Do not create a device key for pre-pairing with the sidecar.
-    #[arg(long)]
+    #[arg(long, action = ArgAction::Set, num_args = 0..=1, require_equals = true, default_value_t = false, default_missing_value = "true", value_name = "BOOL")]
     pub no_auto_pair: bool,
     /// Leave the host's firewall and sysctls alone (only the rules inside the sandbox are installed).
-    #[arg(long)]
+    #[arg(long, action = ArgAction::Set, num_args = 0..=1, require_equals = true, default_value_t = false, default_missing_value = "true", value_name = "BOOL")]
     pub no_host_networking: bool,
     /// Close the guardrail proxy port and leave the guardrail section out of openclaw.json.
-    #[arg(long)]
+    #[arg(long, action = ArgAction::Set, num_args = 0..=1, require_equals = true, default_value_t = false, default_missing_value = "true", value_name = "BOOL")]
     pub no_guardrail: bool,
     /// Do not ask for confirmation before changing the host.
     #[arg(long)]
@@ -118,7 +122,7 @@ pub struct SetupArgs {
     #[arg(long, default_value = "/", value_name = "DIR")]
     pub root: PathBuf,
     /// Write unit files but do not talk to systemd.
-    #[arg(long)]
+    #[arg(long, action = ArgAction::Set, num_args = 0..=1, require_equals = true, default_value_t = false, default_missing_value = "true", value_name = "BOOL")]
     pub no_systemd: bool,
     /// The OpenClaw program the agent unit starts (as `PATH gateway --port PORT`).
     #[arg(long, default_value = "/usr/local/bin/openclaw", value_name = "PATH")]
@@ -132,4 +136,55 @@ pub struct SetupArgs {
     /// Re-create the in-memory network (namespace, veth, rules) from the state record; run at boot by sandbox-net@NAME.service.
     #[arg(long, conflicts_with = "disable")]
     pub boot: bool,
+    /// Read the settings from FILE (keys named as these flags, `_` for `-`); default: /etc/sandbox/NAME.toml under --root, when it exists. Flags given here override it.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// With `plan` (or --dry-run): exit 0 when nothing would change, 2 when changes are pending, 1 on any error.
+    #[arg(long)]
+    pub detailed_exitcode: bool,
+    /// The flags given on the command line (ids), filled by [`parse_from`].
+    #[arg(skip)]
+    pub given: Vec<String>,
+    /// The flags taken from the environment (`SUDO_USER`).
+    #[arg(skip)]
+    pub given_env: Vec<String>,
+}
+
+/// Parse the command line, remembering which flags were given on it (a
+/// config file fills the others).
+pub fn parse() -> Cli {
+    parse_from(std::env::args_os())
+}
+
+pub fn parse_from<I, T>(argv: I) -> Cli
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let matches = Cli::command().get_matches_from(argv);
+    let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    if let (Some((_, sub)), Command::Setup(a) | Command::Plan(a)) = (matches.subcommand(), &mut cli.command) {
+        let from = |want: ValueSource| -> Vec<String> {
+            sub.ids()
+                .filter(|id| sub.value_source(id.as_str()) == Some(want))
+                .map(|id| id.to_string())
+                .collect()
+        };
+        a.given = from(ValueSource::CommandLine);
+        a.given_env = from(ValueSource::EnvVariable);
+    }
+    cli
+}
+
+impl Cli {
+    /// Whether this command was asked for JSON (`--json`, or `--format
+    /// json`): its errors are then JSON too.
+    pub fn wants_json(&self) -> bool {
+        match &self.command {
+            Command::Setup(a) | Command::Plan(a) => a.json || a.format == Some(crate::report::Format::Json),
+            Command::Status(a) => a.json,
+            Command::Log(a) => a.json,
+            _ => false,
+        }
+    }
 }

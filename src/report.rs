@@ -5,6 +5,7 @@
 
 use serde::Serialize;
 
+use crate::config_file::SettingRow;
 use crate::engine::Outcome;
 use crate::firewall::generate;
 use crate::inventory::Inventory;
@@ -24,6 +25,10 @@ pub struct Report {
     pub policy: String,
     pub policy_description: String,
     pub root: String,
+    /// The config file read, if any.
+    pub config_file: Option<String>,
+    /// Every setting, its value and where it came from (flag, file, default).
+    pub settings: Vec<SettingRow>,
     pub changes: Vec<Outcome>,
     pub flows: Vec<Flow>,
     pub inventory: Inventory,
@@ -102,6 +107,10 @@ fn text(r: &Report) -> String {
             s += &format!("  {:<14} {c}\n", o.step);
         }
     }
+    s += "\nSettings (from):\n";
+    for row in &r.settings {
+        s += &format!("  {:<19} {:<28} ({})\n", row.key, row.value, row.source);
+    }
     s += "\nNetwork flows:\n";
     for f in &r.flows {
         s += &format!("  {} -> {}  {}  ({})\n", f.from, f.to, f.protocol, f.why);
@@ -167,6 +176,15 @@ fn markdown(r: &Report) -> String {
         for c in &o.changes {
             s += &format!("| {} | {} |\n", o.step, cell(c));
         }
+    }
+    s += "\n## Settings\n\n| key | value | from |\n|---|---|---|\n";
+    for row in &r.settings {
+        s += &format!(
+            "| {} | {} | {} |\n",
+            row.key,
+            cell(&row.value),
+            cell(&row.source.to_string())
+        );
     }
     s += "\n## Network flows\n\n| from | to | protocol/port | why |\n|---|---|---|---|\n";
     for f in &r.flows {
@@ -247,6 +265,10 @@ mod tests {
             policy: s.policy_name.clone(),
             policy_description: s.policy.description.clone(),
             root: s.root.0.display().to_string(),
+            config_file: None,
+            settings: crate::config_file::Settings::resolve(&crate::testutil::args(&[]))
+                .map(|x| x.rows())
+                .unwrap_or_default(),
             changes: vec![],
             flows: flows(s),
             inventory: engine::inventory_all(&crate::steps::all(), s),

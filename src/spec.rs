@@ -9,6 +9,7 @@ use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
 use crate::cli::SetupArgs;
+use crate::config_file::{ConfigFile, Settings, SetupInput};
 use crate::error::{Error, Result};
 use crate::policy::Policy;
 
@@ -92,8 +93,15 @@ impl Root {
 
 /// The parts of the spec that `--disable` needs: it must work with nothing
 /// but `--name` and `--root`, whatever flags setup was given.
+/// With `--config FILE` and no `--name`, the name is the file's (the
+/// rest of the file is not needed, and `--disable` keeps it).
 pub fn disable_target(args: &SetupArgs) -> Result<(String, Root)> {
-    target(&args.name, &args.root)
+    let given = args.given.iter().any(|g| g == "name");
+    let name = match &args.config {
+        Some(file) if !given => ConfigFile::read(file)?.input.name.unwrap_or_else(|| args.name.clone()),
+        _ => args.name.clone(),
+    };
+    target(&name, &args.root)
 }
 
 /// A validated `--name` and `--root`, for commands that need no more.
@@ -102,19 +110,36 @@ pub fn target(name: &str, root: &Path) -> Result<(String, Root)> {
 }
 
 impl Spec {
+    /// The flags, over the config file (`--config`, or
+    /// `/etc/sandbox/<name>.toml` under `--root`), over the defaults.
     pub fn from_args(args: &SetupArgs) -> Result<Spec> {
-        let name = check_name(&args.name)?;
-        let root = check_root(&args.root)?;
-        let host_ip = parse_ip("--host-ip", &args.host_ip)?;
-        let sandbox_ip = parse_ip("--sandbox-ip", &args.sandbox_ip)?;
+        Spec::from_settings(&Settings::resolve(args)?, &args.root)
+    }
+
+    /// Validate merged settings; a bad value from the config file is
+    /// refused with its file, line and column.
+    pub fn from_settings(settings: &Settings, root: &Path) -> Result<Spec> {
+        Spec::from_input(&settings.input, root).map_err(|e| settings.locate(e))
+    }
+
+    fn from_input(input: &SetupInput, root: &Path) -> Result<Spec> {
+        let text = |v: &Option<String>| v.clone().unwrap_or_default();
+        let path = |v: &Option<PathBuf>| v.clone().unwrap_or_default();
+        let name = check_name(&text(&input.name))?;
+        let root = check_root(root)?;
+        let host_ip = parse_ip("--host-ip", &text(&input.host_ip))?;
+        let sandbox_ip = parse_ip("--sandbox-ip", &text(&input.sandbox_ip))?;
         let prefix = shared_prefix(host_ip, sandbox_ip)?;
-        let openclaw_port = parse_port("--openclaw-port", &args.openclaw_port)?;
-        let (policy_name, policy) = Policy::load(&args.policy)?;
-        let (dns, dns_from_host) = parse_dns(&args.dns, &root)?;
-        let sandbox_home = check_home(&args.sandbox_home)?;
-        let agent_bin = check_program("--agent-bin", &args.agent_bin)?;
-        let sidecar_bin = check_program("--sidecar-bin", &args.sidecar_bin)?;
-        let sidecar_user = check_sidecar_user(args.sidecar_user.as_deref())?;
+        let openclaw_port = match input.openclaw_port {
+            Some(p) if p > 0 => p,
+            _ => parse_port("--openclaw-port", "0")?,
+        };
+        let (policy_name, policy) = Policy::load(&text(&input.policy))?;
+        let (dns, dns_from_host) = parse_dns(&text(&input.dns), &root)?;
+        let sandbox_home = check_home(&path(&input.sandbox_home))?;
+        let agent_bin = check_program("--agent-bin", &path(&input.agent_bin))?;
+        let sidecar_bin = check_program("--sidecar-bin", &path(&input.sidecar_bin))?;
+        let sidecar_user = check_sidecar_user(input.sidecar_user.as_deref())?;
         refuse_privilege(&name, &sandbox_home, sidecar_user.as_deref())?;
         let net = NetSpec {
             netns: format!("{name}0"),
@@ -135,10 +160,10 @@ impl Spec {
             dns_from_host,
             sandbox_home,
             openclaw_port,
-            auto_pair: !args.no_auto_pair,
-            host_networking: !args.no_host_networking,
-            guardrail: !args.no_guardrail,
-            systemd: !args.no_systemd,
+            auto_pair: !input.no_auto_pair.unwrap_or(false),
+            host_networking: !input.no_host_networking.unwrap_or(false),
+            guardrail: !input.no_guardrail.unwrap_or(false),
+            systemd: !input.no_systemd.unwrap_or(false),
             agent_bin,
             sidecar_bin,
             sidecar_user,
@@ -409,7 +434,7 @@ fn shared_prefix(host: Ipv4Addr, sandbox: Ipv4Addr) -> Result<u8> {
     ))
 }
 
-fn parse_port(flag: &str, s: &str) -> Result<u16> {
+pub(crate) fn parse_port(flag: &str, s: &str) -> Result<u16> {
     match s.trim().parse::<u16>() {
         Ok(p) if p > 0 => Ok(p),
         _ => Err(Error::input(

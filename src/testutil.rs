@@ -1,14 +1,12 @@
 //! Helpers for unit tests: one way to get a `Spec` from setup flags.
 
-use clap::Parser;
-
-use crate::cli::{Cli, Command, SetupArgs};
+use crate::cli::{Command, SetupArgs};
 use crate::spec::Spec;
 
 /// `sandbox setup <flags>`, parsed.
 pub fn args(flags: &[&str]) -> SetupArgs {
     let argv = ["sandbox", "setup"].iter().chain(flags);
-    match Cli::parse_from(argv).command {
+    match crate::cli::parse_from(argv).command {
         Command::Setup(a) => a,
         #[allow(unreachable_patterns)]
         _ => unreachable!("parsed as setup"),

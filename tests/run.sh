@@ -37,6 +37,9 @@ echo "== the DefenseClaw stand-in reads what the real gateway reads (python unit
 python3 -m unittest discover -s tests/standin
 # The fault-injection feature only adds hooks that SANDBOX_FAULT arms, so
 # every ordinary test runs too.
+echo "== ansible-test sanity on the Ansible collection (ansible-core from PyPI, venv cached in \${SANDBOX_TEST_CACHE:-/var/cache/sandbox-tests})"
+# The integration playbook runs from cargo test (tests/fleets.rs), with the same venv.
+contrib/ansible/tests/sanity.sh
 echo "== cargo test (unit + root integration + fault matrix)"
 cargo test --all-targets --features fault-injection
 echo "== soak: SIGKILL setup and --disable at random moments (CI size)"
@@ -44,4 +47,4 @@ SANDBOX_BIN="${CARGO_TARGET_DIR:-target}/debug/sandbox" tests/bench/soak.sh 20
 echo "== vm-tests: the real binary against a real systemd under qemu (image cached in vm-tests/cache/)"
 VM_PROFILE=dev bash vm-tests/run.sh
 echo "== shellcheck"
-shellcheck tests/run.sh tests/openclaw/install.sh tests/bench/*.sh .ci/run vm-tests/run.sh vm-tests/guest/inside.sh
+shellcheck tests/run.sh tests/openclaw/install.sh contrib/ansible/tests/*.sh tests/bench/*.sh .ci/run vm-tests/run.sh vm-tests/guest/inside.sh
