@@ -192,7 +192,10 @@ impl RunRecord {
             run: Some(run_id()),
             ..Entry::default()
         };
-        log.append(&e).ok()?;
+        // Not synced on its own: a run that changes the host makes it
+        // durable with its first record (group commit), and one that
+        // changes nothing has nothing it must outlive.
+        log.write(&e).ok()?;
         Some(RunRecord {
             log,
             action: action.into(),
@@ -221,7 +224,13 @@ impl RunRecord {
             run: Some(run_id()),
             ..Entry::default()
         };
-        self.log.append(&e)
+        // Synced when the run failed or was refused, or made anything
+        // durable; a successful run that changed nothing syncs nothing.
+        if error.is_some() || files::sync_count() > 0 {
+            self.log.append(&e)
+        } else {
+            self.log.write(&e)
+        }
     }
 }
 

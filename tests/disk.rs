@@ -124,7 +124,8 @@ fn durable_calls(host: &FakeHost, args: &[&str]) -> (Run, usize, usize) {
 
 /// Issue 12: a full setup makes its changes durable with a handful of sync
 /// calls (it made 112), and a re-run that has nothing to change writes
-/// nothing at all: no record rewrite, no audit line, no sync.
+/// nothing but its own start and outcome records (issue 16): no record
+/// rewrite, no line per step, no rename, no sync.
 #[test]
 fn a_setup_syncs_a_few_times_and_a_rerun_with_nothing_to_do_writes_nothing() {
     let Some(host) = FakeHost::new() else { return };
@@ -148,14 +149,28 @@ fn a_setup_syncs_a_few_times_and_a_rerun_with_nothing_to_do_writes_nothing() {
         (0, 0),
         "a re-run with nothing to do wrote or synced:\n{run}"
     );
-    assert_eq!(
-        (
-            std::fs::read(&record).expect("record"),
-            std::fs::read(&audit).expect("audit log")
-        ),
-        before,
-        "the record and the audit log are as they were"
+    assert!(
+        std::fs::read(&record).expect("record") == before.0,
+        "the record was rewritten"
     );
+    // The audit log gains only the run's own start and outcome (issue 16:
+    // every run that reaches the host leaves both), not a line per step.
+    let after = std::fs::read(&audit).expect("audit log");
+    assert!(after.starts_with(&before.1), "the audit log was rewritten");
+    let added: Vec<serde_json::Value> = String::from_utf8_lossy(&after[before.1.len()..])
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("an audit entry"))
+        .collect();
+    let kinds: Vec<(&str, &str)> = added
+        .iter()
+        .map(|e| {
+            (
+                e["record"].as_str().unwrap_or("change"),
+                e["outcome"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(kinds, [("start", ""), ("outcome", "ok")], "{added:?}");
 
     let (run, syncs, _) = durable_calls(
         &host,
