@@ -73,7 +73,9 @@ EOF
 # another port of the host IP (bound to 0.0.0.0, like sshd) and an
 # "outside" address on a dummy link.
 start_decoys() {
-  ip link add decoy0 type dummy 2>/dev/null
+  # A fixed address: a dummy link gets a random one at each boot, and with
+  # it a new IPv6 link-local address the before/after snapshot would see.
+  ip link add decoy0 address 02:00:5e:00:53:01 type dummy 2>/dev/null
   ip addr add 198.51.100.1/24 dev decoy0 2>/dev/null
   ip link set decoy0 up
   python3 - <<'EOF' &
