@@ -105,6 +105,34 @@ fn dispatch(cli: &Cli) -> Result<i32> {
     }
 }
 
+/// The sidecar user recorded at the first setup stays, unless this run
+/// names one (`--sidecar-user`, `SUDO_USER`, the config file): a re-run
+/// from a root shell (no `SUDO_USER`) must not move the sidecar to a
+/// dynamic user and its data with it.
+fn keep_recorded_sidecar_user(mut spec: Spec, settings: &Settings, previous: Option<&crate::state::State>) -> Spec {
+    use crate::config_file::Source;
+    let named = match settings.sources.get("sidecar_user") {
+        Some(Source::Default) | None => false,
+        // An empty SUDO_USER, or root's, names nobody.
+        Some(Source::Env { .. }) => {
+            std::env::var("SUDO_USER").is_ok_and(|u| !u.trim().is_empty() && u.trim() != "root")
+        }
+        Some(_) => true,
+    };
+    if spec.sidecar_user.is_some() || named {
+        return spec;
+    }
+    let recorded = previous
+        .and_then(|s| s.spec.as_ref())
+        .and_then(|v| v.get("sidecar_user"))
+        .and_then(serde_json::Value::as_str)
+        .map(str::to_string);
+    if recorded.is_some() {
+        spec.sidecar_user = recorded;
+    }
+    spec
+}
+
 /// The start record of a `setup` that may change the host; its outcome
 /// follows in [`main`]. Only as root (the log is root's), and only once
 /// the name and root are valid.
@@ -168,6 +196,7 @@ pub fn setup(args: &SetupArgs) -> Result<i32> {
     // neither the record nor the tables, and would plan wrongly.
     refuse_unprivileged(if args.dry_run { "plan" } else { "setup" })?;
     let previous = Store::peek(&spec.root, &spec.name)?;
+    let spec = keep_recorded_sidecar_user(spec, &settings, previous.as_ref());
     if args.dry_run {
         let pending = dry_run(
             &spec,

@@ -260,3 +260,40 @@ fn version_man_page_and_completions_come_from_the_cli() {
     let run = host.sandbox(&["completions", "bash"]);
     assert!(run.code == 0 && run.stdout.contains("--sandbox-ip"), "{run}");
 }
+
+/// Issue 11: the sidecar user recorded at the first setup (from SUDO_USER)
+/// stays when setup runs again from a root shell without SUDO_USER: the
+/// sidecar and its data do not move to a dynamic user.
+#[test]
+fn a_rerun_from_a_root_shell_keeps_the_recorded_sidecar_user() {
+    let Some(host) = FakeHost::new() else { return };
+    let r = host.root();
+    let add = |file: &str, line: &str| {
+        let p = r.join(file);
+        let mut text = std::fs::read_to_string(&p).expect("read");
+        text.push_str(line);
+        std::fs::write(&p, text).expect("write");
+    };
+    add("etc/passwd", "admin:x:1000:1000:Admin:/home/admin:/bin/bash\n");
+    add("etc/group", "admin:x:1000:\n");
+    std::fs::create_dir(r.join("home/admin")).expect("admin home");
+    std::os::unix::fs::chown(r.join("home/admin"), Some(1000), Some(1000)).expect("chown");
+    let flags = ["--policy", "strict"];
+    let first = host.setup_env(&[("SUDO_USER", "admin")], &flags);
+    assert_eq!(first.code, 0, "{first}");
+    let config = r.join("home/admin/.defenseclaw/config.yaml");
+    assert!(config.is_file(), "the admin's DefenseClaw config:\n{first}");
+    let again = host.setup_env(&[("SUDO_USER", "")], &flags);
+    assert_eq!(again.code, 0, "{again}");
+    assert!(
+        again.stdout.contains("nothing changed"),
+        "the sidecar user flipped:\n{again}"
+    );
+    assert!(config.is_file());
+    assert!(
+        !r.join("var/lib/private/defenseclaw-sandbox").exists(),
+        "no dynamic user's data"
+    );
+    host.disable_ok();
+    assert!(!config.exists(), "--disable took the config it made");
+}
