@@ -50,6 +50,15 @@ struct Record {
     env: Option<Wrote>,
 }
 
+/// Whether `dir` holds nothing but sidecar directories of sandboxes.
+fn only_sidecar_dirs(dir: &std::path::Path) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|entries| {
+        entries
+            .flatten()
+            .all(|e| e.file_name().to_string_lossy().starts_with("defenseclaw-"))
+    })
+}
+
 /// Our keys in `config.yaml` for this spec.
 pub fn config_keys(spec: &Spec) -> Vec<(Vec<String>, Value)> {
     let k = |p: &[&str]| p.iter().map(|s| s.to_string()).collect::<Vec<_>>();
@@ -226,7 +235,18 @@ impl Step for Sidecar {
             // Write-ahead: the directory is recorded before it exists.
             r.created_dirs = match &side {
                 Opened::User(_) => vec![PathBuf::from(".defenseclaw")],
-                Opened::State(p) => files::missing_dirs(p),
+                Opened::State(p) => {
+                    let mut made = files::missing_dirs(p);
+                    // `/var/lib/private` holding only other sandboxes'
+                    // sidecar directories was made by one of us, whichever
+                    // got there first: whoever leaves it empty removes it.
+                    if let Some(parent) = p.parent().filter(|d| !made.iter().any(|m| m == d)) {
+                        if only_sidecar_dirs(parent) {
+                            made.insert(0, parent.to_path_buf());
+                        }
+                    }
+                    made
+                }
             };
             rec.put(&r)?;
             side.make()?;
