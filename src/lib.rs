@@ -8,6 +8,7 @@ pub use error::{Error, Result};
 pub mod audit;
 pub mod boot;
 pub mod cli;
+pub mod doctor;
 pub mod engine;
 pub mod fault;
 pub mod firewall;

@@ -10,6 +10,7 @@ fn main() {
         Command::Plan(args) => sandbox::run::plan(args),
         Command::Status(args) => sandbox::run::status(args),
         Command::Log(args) => sandbox::run::log(args),
+        Command::Doctor(args) => sandbox::doctor::run(args),
         Command::Completions { shell } => {
             // Rendered in memory: the generator panics on a write error
             // (a reader that went away).
