@@ -113,7 +113,7 @@ pub fn collect(args: &DoctorArgs, root: &Root, name: &str) -> Vec<Check> {
         ),
         privileges(nix::unistd::geteuid().is_root()),
         netns(Path::new("/proc/self/ns/net").exists()),
-        nf_tables(Path::new("/sys/module/nf_tables").exists(), &modules),
+        nf_tables(Path::new("/sys/module/nf_tables").exists(), &modules, nft_probe),
         veth(Path::new("/sys/module/veth").exists(), &modules, &release),
         nft(),
     ];
@@ -222,7 +222,7 @@ impl KernelModules {
     }
 }
 
-fn nf_tables(loaded: bool, modules: &KernelModules) -> Check {
+fn nf_tables(loaded: bool, modules: &KernelModules, probe: impl FnOnce() -> std::result::Result<(), String>) -> Check {
     let name = "kernel nftables";
     if loaded {
         Check::ok(name, "nf_tables is loaded")
@@ -230,13 +230,46 @@ fn nf_tables(loaded: bool, modules: &KernelModules) -> Check {
         Check::ok(name, "nf_tables is built in")
     } else if modules.loadable("nf_tables") {
         Check::ok(name, "nf_tables is a module (loaded on first use)")
-    } else {
+    } else if let Err(why) = probe() {
         Check::fail(
             name,
-            "nf_tables is neither loaded, built in nor in /lib/modules",
+            format!("nf_tables is neither loaded, built in nor in /lib/modules, and {why}"),
             "boot a kernel with CONFIG_NF_TABLES (Debian's has it), or install its modules package",
         )
+    } else {
+        Check::ok(name, "nf_tables works (tried in a throwaway namespace)")
     }
+}
+
+/// `nft list tables` in a network namespace of its own (a thread that
+/// then ends): it fails when the kernel has no nf_tables. Nothing on the
+/// host is listed or changed.
+fn nft_probe() -> std::result::Result<(), String> {
+    if !nix::unistd::geteuid().is_root() {
+        return Err("not root, so not tried".into());
+    }
+    crate::sys::nft::available()?;
+    let t = std::thread::Builder::new()
+        .name("doctor-nft".into())
+        .spawn(|| -> std::result::Result<(), String> {
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| format!("unshare: {e}"))?;
+            // A child forked from this thread starts in its namespace.
+            let out = Command::new("nft")
+                .args(["list", "tables"])
+                .stdin(Stdio::null())
+                .output()
+                .map_err(|e| format!("cannot run nft: {e}"))?;
+            if out.status.success() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "`nft list tables` failed: {}",
+                    first_line(&String::from_utf8_lossy(&out.stderr))
+                ))
+            }
+        })
+        .map_err(|e| format!("spawn: {e}"))?;
+    t.join().map_err(|_| "the probe thread panicked".to_string())?
 }
 
 fn veth(loaded: bool, modules: &KernelModules, release: &str) -> Check {
@@ -416,13 +449,15 @@ fn state_records(root: &Root, name: &str) -> Check {
         match crate::state::Store::peek(root, n) {
             Ok(Some(s)) => read.push(format!("{n} ({} steps)", s.steps.len())),
             Ok(None) => read.push(format!("{n} (no record)")),
-            Err(e) => return Check::fail(
-                check,
-                format!("sandbox {n}: {}", first_line(&e.to_string())),
-                format!(
+            Err(e) => {
+                return Check::fail(
+                    check,
+                    format!("sandbox {n}: {}", first_line(&e.to_string())),
+                    format!(
                     "the record must be root's and readable; see `sudo sandbox status --name {n}` and README \"State\""
                 ),
-            ),
+                )
+            }
         }
     }
     if read.is_empty() {
@@ -512,16 +547,18 @@ mod tests {
     #[test]
     fn a_kernel_without_nf_tables_fails_with_its_fix() {
         let none = KernelModules::default();
-        let c = nf_tables(false, &none);
+        let c = nf_tables(false, &none, || Err("`nft list tables` failed".into()));
         assert_eq!(c.level, Level::Fail);
         assert!(
             c.line().contains("fix: boot a kernel with CONFIG_NF_TABLES"),
             "{}",
             c.line()
         );
-        assert_eq!(nf_tables(true, &none).level, Level::Ok);
+        assert_eq!(nf_tables(false, &none, || Ok(())).level, Level::Ok);
+        let never = || -> std::result::Result<(), String> { panic!("probed although the module is loaded") };
+        assert_eq!(nf_tables(true, &none, never).level, Level::Ok);
         let module = KernelModules::from_text("", "kernel/net/netfilter/nf_tables.ko: x\n");
-        assert_eq!(nf_tables(false, &module).level, Level::Ok);
+        assert_eq!(nf_tables(false, &module, never).level, Level::Ok);
     }
 
     #[test]
