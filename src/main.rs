@@ -22,6 +22,7 @@ fn main() {
         Command::Man => {
             let mut text = Vec::new();
             clap_mangen::Man::new(Cli::command())
+                .section("8")
                 .render(&mut text)
                 .map_err(|e| sandbox::Error::io("render man page", "stdout", e))
                 .map(|()| sandbox::out::stdout_bytes(&text))
