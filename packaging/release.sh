@@ -89,7 +89,7 @@ det_tar() { # det_tar OUT.tar.gz DIR ENTRY...
   shift 2
   tar --sort=name --mtime="@$EPOCH" --owner=0 --group=0 --numeric-owner \
     --pax-option=exthdr.name=%d/PaxHeaders/%f,delete=atime,delete=ctime \
-    --format=gnu -C "$dir" -cf - "$@" | gzip -9n >"$out"
+    --format=posix -C "$dir" -cf - "$@" | gzip -9n >"$out"
 }
 
 rm -rf "$DIST"
