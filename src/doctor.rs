@@ -231,6 +231,14 @@ fn nf_tables(loaded: bool, modules: &KernelModules, probe: impl FnOnce() -> std:
     } else if modules.loadable("nf_tables") {
         Check::ok(name, "nf_tables is a module (loaded on first use)")
     } else if let Err(why) = probe() {
+        if why.contains("not on PATH") {
+            // The nft line fails already; without nft this cannot be told.
+            return Check::warn(
+                name,
+                format!("not found in /sys/module or /lib/modules, and {why}"),
+                "install nftables, then run `sandbox doctor` again",
+            );
+        }
         Check::fail(
             name,
             format!("nf_tables is neither loaded, built in nor in /lib/modules, and {why}"),
