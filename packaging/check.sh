@@ -56,7 +56,7 @@ for f in "$DIST"/*; do
 done
 
 stamp "2. lintian"
-lintian --fail-on error,warning --no-tag-display-limit "${debs[0]}" || die "lintian is not clean"
+lintian --fail-on error,warning --tag-display-limit 0 "${debs[0]}" || die "lintian is not clean"
 [[ $(dpkg-deb -f "${debs[0]}" Package) == sandbox ]] || die "wrong package name"
 dpkg-deb -c "${debs[0]}" | grep -q 'sandbox-probe' && die "the .deb ships sandbox-probe"
 tar -tzf "${bins[0]}" | grep -q 'sandbox-probe' && die "the tarball ships sandbox-probe"

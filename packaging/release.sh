@@ -171,6 +171,7 @@ install -D -m 0644 "$GEN/completions/sandbox.bash" "$D/usr/share/bash-completion
 install -D -m 0644 "$GEN/completions/_sandbox" "$D/usr/share/zsh/vendor-completions/_sandbox"
 install -D -m 0644 "$GEN/completions/sandbox.fish" "$D/usr/share/fish/vendor_completions.d/sandbox.fish"
 install -m 0644 packaging/debian/copyright "$D/usr/share/doc/sandbox/copyright"
+install -D -m 0644 packaging/debian/lintian-overrides "$D/usr/share/lintian/overrides/sandbox"
 gzip -9n <packaging/debian/changelog >"$D/usr/share/doc/sandbox/changelog.gz"
 chmod 0644 "$D"/usr/share/man/man8/sandbox.8.gz "$D"/usr/share/doc/sandbox/changelog.gz
 head -n 1 packaging/debian/changelog | grep -qF "($VERSION)" ||
