@@ -125,7 +125,11 @@ out=$(run_in bullseye "" '
   rc=0
   chroot "$R" /usr/local/sbin/sandbox doctor --no-systemd || rc=$?
   echo "doctor exit $rc"
+  mkdir -p "$R/tmp/plan-root"
   chroot "$R" /usr/local/sbin/sandbox plan --root /tmp/plan-root --no-systemd --dns 192.0.2.53 --format json >/dev/null
+  # Without --root: root is looked up through the static glibc NSS.
+  chroot "$R" /usr/local/sbin/sandbox plan --no-systemd --dns 192.0.2.53 --sidecar-user root --format json 2>&1 >/dev/null |
+    { ! grep "sidecar user root"; }
   echo "plan ok"
 ') || die "the binary does not run in bullseye:
 $out"
