@@ -120,7 +120,7 @@ tar -xzf "${bins[0]}" -C "$WORK/bin" --strip-components=1
 # shellcheck disable=SC2016 # expanded by run_in's bash
 out=$(run_in bullseye "" '
   cp "$WORK/bin/sandbox" "$R/usr/local/sbin/sandbox"
-  chroot "$R" ldd --version | head -n 1
+  chroot "$R" ldd --version | sed -n 1p
   chroot "$R" /usr/local/sbin/sandbox --version
   rc=0
   chroot "$R" /usr/local/sbin/sandbox doctor --no-systemd || rc=$?
