@@ -31,6 +31,10 @@ die() {
   exit 1
 }
 [[ $(id -u) -eq 0 ]] || die "needs root (chroot, overlay mounts, unshare)"
+# shellcheck source=/dev/null
+[[ -f $HOME/.cargo/env ]] && . "$HOME/.cargo/env"
+# cargo-auditable where release.sh installed it.
+export PATH=${CARGO_TOOLS:-${SANDBOX_TEST_CACHE:-/var/cache/sandbox-tests}/tools}/bin:$PATH
 for tool in minisign lintian jq debootstrap unshare chroot; do
   command -v "$tool" >/dev/null || die "$tool is not installed"
 done
