@@ -120,7 +120,7 @@ echo "$EPOCH" >"$SRC/SOURCE_DATE_EPOCH"
   echo "sandbox $VERSION (commit $COMMIT)"
   echo "SOURCE_DATE_EPOCH=$EPOCH"
   echo "recipe: packaging/build-binary.sh (cargo auditable build --offline --frozen --release --target $TARGET, static, stripped, paths remapped)"
-  echo "cargo-auditable: $(cargo-auditable --version 2>/dev/null || cargo auditable --version)"
+  echo "cargo-auditable: $(cargo install --list --root "$TOOLS" 2>/dev/null | grep -m1 '^cargo-auditable' || echo "from PATH: $(command -v cargo-auditable)")"
   cargo --version
   rustc -vV
 } >"$SRC/BUILDINFO"
