@@ -27,6 +27,8 @@ pub enum Command {
     Status(StatusArgs),
     /// The audit log: every change applied or reverted, oldest first.
     Log(LogArgs),
+    /// Check this host offline (kernel, nft, systemd, OpenClaw, DefenseClaw, state, audit log); one line per check with its fix.
+    Doctor(DoctorArgs),
     /// Print shell completions for SHELL to standard output.
     Completions {
         #[arg(value_enum)]
@@ -53,6 +55,25 @@ pub struct StatusArgs {
     /// Also write the result as node_exporter textfile metrics to PATH (atomically).
     #[arg(long, value_name = "PATH")]
     pub textfile: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DoctorArgs {
+    /// Which sandbox's record to look for.
+    #[arg(long, default_value = "sandbox", value_name = "NAME")]
+    pub name: String,
+    /// Take every file path (programs, state, audit log) under DIR instead of /.
+    #[arg(long, default_value = "/", value_name = "DIR")]
+    pub root: PathBuf,
+    /// Do not ask systemd (for a setup with --no-systemd).
+    #[arg(long)]
+    pub no_systemd: bool,
+    /// The OpenClaw program setup's agent unit will start.
+    #[arg(long, default_value = "/usr/local/bin/openclaw", value_name = "PATH")]
+    pub agent_bin: PathBuf,
+    /// The DefenseClaw gateway program setup's sidecar unit will start.
+    #[arg(long, default_value = "/usr/local/bin/defenseclaw-gateway", value_name = "PATH")]
+    pub sidecar_bin: PathBuf,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -9,6 +9,7 @@ pub mod audit;
 pub mod boot;
 pub mod cli;
 pub mod config_file;
+pub mod doctor;
 pub mod engine;
 pub mod fault;
 pub mod firewall;

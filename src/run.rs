@@ -86,6 +86,7 @@ fn dispatch(cli: &Cli) -> Result<i32> {
         Command::Plan(args) => plan(args),
         Command::Status(args) => ok(status(args)),
         Command::Log(args) => ok(log(args)),
+        Command::Doctor(args) => ok(crate::doctor::run(args)),
         Command::Completions { shell } => {
             // Rendered in memory: the generator panics on a write error
             // (a reader that went away).
@@ -96,7 +97,9 @@ fn dispatch(cli: &Cli) -> Result<i32> {
         }
         Command::Man => {
             let mut text = Vec::new();
+            // Section 8: the program lives in /usr/sbin.
             clap_mangen::Man::new(Cli::command())
+                .section("8")
                 .render(&mut text)
                 .map_err(|e| Error::io("render man page", "stdout", e))
                 .map(|()| crate::out::stdout_bytes(&text))

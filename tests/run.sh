@@ -21,7 +21,8 @@ echo "== installing test dependencies (apt)"
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends \
-  nftables iproute2 util-linux passwd shellcheck python3 iputils-ping strace >/dev/null
+  nftables iproute2 util-linux passwd shellcheck python3 iputils-ping \
+  strace lintian minisign debootstrap jq >/dev/null
 echo "== installing the real OpenClaw + Node 24 (npm, cached outside the clone)"
 # The integration tests run the real OpenClaw from here; without it they fail
 # in CI rather than skip.
@@ -46,5 +47,17 @@ echo "== soak: SIGKILL setup and --disable at random moments (CI size)"
 SANDBOX_BIN="${CARGO_TARGET_DIR:-target}/debug/sandbox" tests/bench/soak.sh 20
 echo "== vm-tests: the real binary against a real systemd under qemu (image cached in vm-tests/cache/)"
 VM_PROFILE=dev bash vm-tests/run.sh
+echo "== release bundle: packaging/release.sh (throwaway key), then packaging/check.sh"
+# The vendored crates, cargo-auditable and the bookworm/bullseye roots are
+# cached under SANDBOX_TEST_CACHE, so a warm run only builds: once in
+# release.sh, once more in another directory for the reproducibility check.
+export SANDBOX_TEST_CACHE=${SANDBOX_TEST_CACHE:-/var/cache/sandbox-tests}
+RELEASE_TMP=$(mktemp -d)
+trap 'rm -rf "$RELEASE_TMP"' EXIT
+minisign -G -W -p "$RELEASE_TMP/key.pub" -s "$RELEASE_TMP/key.sec" >/dev/null
+MINISIGN_KEY=$RELEASE_TMP/key.sec DIST=$RELEASE_TMP/dist ALLOW_DIRTY=1 \
+  SANDBOX_VENDOR_DIR=$SANDBOX_TEST_CACHE/vendor packaging/release.sh
+packaging/check.sh "$RELEASE_TMP/dist" "$RELEASE_TMP/key.pub"
 echo "== shellcheck"
-shellcheck tests/run.sh tests/openclaw/install.sh contrib/ansible/tests/*.sh tests/bench/*.sh .ci/run vm-tests/run.sh vm-tests/guest/inside.sh
+shellcheck tests/run.sh tests/openclaw/install.sh contrib/ansible/tests/*.sh tests/bench/*.sh .ci/run \
+  vm-tests/run.sh vm-tests/guest/inside.sh packaging/*.sh
