@@ -133,6 +133,18 @@ fn current(h: &AgentHome, rel: &Path) -> std::result::Result<Option<crate::sys::
     })
 }
 
+/// Add the directories `rel` still lacks to `created` (write-ahead: the
+/// caller records them before making them). Whether any was added.
+pub fn note_missing_dirs(h: &AgentHome, rel: &Path, created: &mut Vec<PathBuf>) -> Result<bool> {
+    let missing: Vec<PathBuf> = h
+        .missing_dirs(rel)?
+        .into_iter()
+        .filter(|d| !created.contains(d))
+        .collect();
+    created.extend(missing.iter().cloned());
+    Ok(!missing.is_empty())
+}
+
 /// The record of a step that writes files into the home (user, scripts,
 /// extras): what it wrote and which directories it made.
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -190,13 +202,7 @@ pub fn apply_files(
         let shown = h.show(rel);
         if let Some(parent) = rel.parent().filter(|p| !p.as_os_str().is_empty()) {
             // Write-ahead: the directories are recorded before they exist.
-            let missing: Vec<PathBuf> = h
-                .missing_dirs(parent)?
-                .into_iter()
-                .filter(|d| !r.created_dirs.contains(d))
-                .collect();
-            if !missing.is_empty() {
-                r.created_dirs.extend(missing);
+            if note_missing_dirs(h, parent, &mut r.created_dirs)? {
                 put(r)?;
             }
             h.make_dirs(parent, 0o750)?;

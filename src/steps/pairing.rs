@@ -325,13 +325,7 @@ impl Step for Pairing {
         r.device_id = device_id(&key);
 
         let devices = Path::new(PAIRED).parent().unwrap_or(Path::new(".openclaw"));
-        let missing: Vec<PathBuf> = h
-            .missing_dirs(devices)?
-            .into_iter()
-            .filter(|d| !r.created_dirs.contains(d))
-            .collect();
-        if !missing.is_empty() {
-            r.created_dirs.extend(missing);
+        if home::note_missing_dirs(&h, devices, &mut r.created_dirs)? {
             rec.put(&r)?;
         }
         h.make_dirs(devices, 0o700)?;
@@ -375,12 +369,7 @@ impl Step for Pairing {
         let sha = files::sha256_hex(ip.as_bytes());
         if h.hash(Path::new(HOST_IP), CONFIG_CAP).ok().flatten().as_deref() != Some(sha.as_str()) {
             let parent = Path::new(".defenseclaw");
-            let missing: Vec<PathBuf> = h
-                .missing_dirs(parent)?
-                .into_iter()
-                .filter(|d| !r.created_dirs.contains(d))
-                .collect();
-            r.created_dirs.extend(missing);
+            home::note_missing_dirs(&h, parent, &mut r.created_dirs)?;
             r.host_ip_sha256 = Some(sha);
             rec.put(&r)?;
             h.make_dirs(parent, 0o750)?;

@@ -175,22 +175,27 @@ fn seed_full_root(root: &Path) -> Result<(), String> {
         .map_err(|e| e.to_string())
 }
 
-/// The whole binary: `setup` then `--disable`, every step, as an operator
-/// runs them; its time.
-fn full_cycle(root: &Path) -> Result<Duration, String> {
-    let bin = env!("CARGO_BIN_EXE_sandbox");
-    let root_s = root.to_str().ok_or("temp path is not UTF-8")?;
-    let setup = [
+/// The whole binary's `setup` in the bench's tree.
+fn full_setup_args(root: &str) -> [&str; 9] {
+    [
         "setup",
         "--root",
-        root_s,
+        root,
         "--non-interactive",
         "--no-systemd",
         "--policy",
         "default",
         "--dns",
         "203.0.113.53",
-    ];
+    ]
+}
+
+/// The whole binary: `setup` then `--disable`, every step, as an operator
+/// runs them; its time.
+fn full_cycle(root: &Path) -> Result<Duration, String> {
+    let bin = env!("CARGO_BIN_EXE_sandbox");
+    let root_s = root.to_str().ok_or("temp path is not UTF-8")?;
+    let setup = full_setup_args(root_s);
     let disable = ["setup", "--root", root_s, "--non-interactive", "--disable"];
     let mut total = Duration::ZERO;
     for args in [&setup[..], &disable[..]] {
@@ -210,17 +215,7 @@ fn full_cycle(root: &Path) -> Result<Duration, String> {
 fn syncs_of(root: &Path) -> Result<usize, String> {
     let bin = env!("CARGO_BIN_EXE_sandbox");
     let root_s = root.to_str().ok_or("temp path is not UTF-8")?;
-    let setup = [
-        "setup",
-        "--root",
-        root_s,
-        "--non-interactive",
-        "--no-systemd",
-        "--policy",
-        "default",
-        "--dns",
-        "203.0.113.53",
-    ];
+    let setup = full_setup_args(root_s);
     let log = std::env::temp_dir().join(format!("sandbox-bench-strace-{}", std::process::id()));
     let Ok(out) = Command::new("strace")
         .args(["-f", "-c", "-o"])
