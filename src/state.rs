@@ -224,6 +224,9 @@ impl Store {
     /// directories made for them.
     pub fn remove(self, state: &State) -> Result<()> {
         confine_dirs(&state.created_dirs, &self.root, &self.dir)?;
+        // Every step is reverted: no original is needed any more, also not
+        // one kept by a run killed before its record named it.
+        crate::originals::forget_all(&self.dir)?;
         for f in [self.file(), self.dir.join("lock")] {
             match std::fs::remove_file(&f) {
                 Ok(()) => {}
