@@ -64,6 +64,8 @@ pub trait Step {
 #[derive(Debug, Clone)]
 pub struct Undo {
     pub root: Root,
+    /// The sandbox: the holder of what it shares with others (`host`).
+    pub name: String,
     /// `--disable --purge`: also remove what setup created that holds the
     /// operator's data (user, group, home).
     pub purge: bool,
@@ -306,6 +308,7 @@ fn apply_each(
             let data = r.data.clone();
             let undo = Undo {
                 root: spec.root.clone(),
+                name: spec.name.clone(),
                 purge: false,
             };
             let changes = step.revert(&undo, &data).map_err(|e| in_step(id, "revert", e))?;
@@ -540,6 +543,7 @@ mod tests {
         log.borrow_mut().clear();
         let undo = Undo {
             root: spec.root.clone(),
+            name: spec.name.clone(),
             purge: false,
         };
         revert_all(&all, &undo, &store, &mut state, &mut |_| {}).expect("revert");
@@ -569,6 +573,7 @@ mod tests {
         let (store, mut state) = Store::open(&spec.root, "sandbox").expect("reopen");
         let undo = Undo {
             root: spec.root.clone(),
+            name: spec.name.clone(),
             purge: false,
         };
         revert_all(&steps(&log, None, None), &undo, &store, &mut state, &mut |_| {}).expect("revert");
@@ -631,6 +636,7 @@ mod tests {
         let log = Rc::new(RefCell::new(Vec::new()));
         let undo = Undo {
             root: spec.root.clone(),
+            name: spec.name.clone(),
             purge: false,
         };
         {

@@ -13,6 +13,7 @@ pub mod doctor;
 pub mod engine;
 pub mod fault;
 pub mod firewall;
+pub mod host;
 pub mod inventory;
 pub mod originals;
 pub mod out;
