@@ -382,8 +382,9 @@ fn rerun_toggling_no_host_networking_converges() {
     assert!(has_host_table(&host));
     let off = host.setup_ok(&without);
     assert!(
-        off.stdout
-            .contains("removed sandbox's chains, sets and map elements from host table inet sandbox_host (--no-host-networking)"),
+        off.stdout.contains(
+            "removed sandbox's chains, sets and map elements from host table inet sandbox_host (--no-host-networking)"
+        ),
         "{off}"
     );
     assert!(!has_host_table(&host), "{}", host.ruleset(Ns::Host));
