@@ -58,12 +58,19 @@ fn main() -> Result<(), String> {
     let root = tempfile::tempdir().map_err(|e| e.to_string())?;
     seed(root.path(), n)?;
     let root_s = root.path().to_str().ok_or("temp path is not UTF-8")?.to_string();
-    serve(SocketAddr::from((Ipv4Addr::UNSPECIFIED, GATEWAY_PORT)))?;
-    serve(SocketAddr::from((Ipv4Addr::LOCALHOST, LOOPBACK_PORT)))?;
+    serve(None, SocketAddr::from((Ipv4Addr::UNSPECIFIED, GATEWAY_PORT)))?;
+    serve(None, SocketAddr::from((Ipv4Addr::LOCALHOST, LOOPBACK_PORT)))?;
+    // The yardstick: loopback in a namespace with no rules at all, measured
+    // in the same rounds, so the machine's load (shared, noisy) shows there
+    // too and the ratios to it are what the rules cost.
+    run("ip", &["netns", "add", "benchctl"])?;
+    run("ip", &["-n", "benchctl", "link", "set", "lo", "up"])?;
+    let control = Path::new("/run/netns/benchctl").to_path_buf();
+    serve(Some(&control), SocketAddr::from((Ipv4Addr::LOCALHOST, LOOPBACK_PORT)))?;
 
     let bin = env!("CARGO_BIN_EXE_sandbox");
     let mut creates = Vec::with_capacity(n);
-    let mut latency: Vec<(usize, f64, f64)> = Vec::new();
+    let mut latency: Vec<(usize, [f64; 3])> = Vec::new();
     for i in 1..=n {
         let (host_ip, sandbox_ip) = addresses(i);
         let name = name(i);
@@ -98,9 +105,13 @@ fn main() -> Result<(), String> {
         }
         if CHECKPOINTS.contains(&i) || (i == n && !CHECKPOINTS.contains(&n)) {
             let netns = root.path().join("run/netns").join(format!("{}0", self::name(1)));
-            let to_host = connect_latency(Some(&netns), SocketAddr::from((addresses(1).0, GATEWAY_PORT)))?;
-            let lo = connect_latency(None, SocketAddr::from((Ipv4Addr::LOCALHOST, LOOPBACK_PORT)))?;
-            latency.push((i, to_host, lo));
+            let lo = SocketAddr::from((Ipv4Addr::LOCALHOST, LOOPBACK_PORT));
+            let medians = connect_latency([
+                (Some(netns), SocketAddr::from((addresses(1).0, GATEWAY_PORT))),
+                (None, lo),
+                (Some(control.clone()), lo),
+            ])?;
+            latency.push((i, medians));
         }
     }
     let mut destroys = Vec::with_capacity(n);
@@ -157,14 +168,24 @@ fn main() -> Result<(), String> {
         median(&destroys[..destroys.len().min(10)]),
         median(&destroys[destroys.len().saturating_sub(10)..])
     );
-    println!("\nTCP connect latency, median of {CONNECTS} (us):");
-    println!("{:>6} {:>22} {:>16}", "N", "sandbox -> host IP", "host loopback");
-    let base = latency.first().copied();
-    for (i, to_host, lo) in &latency {
-        let (r1, r2) = base.map_or((1.0, 1.0), |b| (to_host / b.1, lo / b.2));
-        println!("{i:>6} {to_host:>14.1} ({r1:.2}x) {lo:>9.1} ({r2:.2}x)");
+    println!("\nTCP connect latency, median of {CONNECTS} per path, paths interleaved (us):");
+    println!(
+        "{:>6} {:>22} {:>16} {:>22} {:>26}",
+        "N", "sandbox -> host IP", "host loopback", "control (no rules)", "normalized to control"
+    );
+    let norm = |m: &[f64; 3]| (m[0] / m[2], m[1] / m[2]);
+    let base = latency.first().map(|(_, m)| (m[0], m[1], norm(m)));
+    for (i, m) in &latency {
+        let (r1, r2, n1, n2) = base.map_or((1.0, 1.0, 1.0, 1.0), |b| {
+            let (n1, n2) = norm(m);
+            (m[0] / b.0, m[1] / b.1, n1 / b.2 .0, n2 / b.2 .1)
+        });
+        println!(
+            "{i:>6} {:>14.1} ({r1:.2}x) {:>9.1} ({r2:.2}x) {:>22.1} {:>11.2}x {:>11.2}x",
+            m[0], m[1], m[2], n1, n2
+        );
     }
-    println!("targets: latency at 200 <= 1.2x at 1 on both paths");
+    println!("targets: latency at 200 <= 1.2x at 1 on both paths (the normalized columns take the load out)");
     let ours: Vec<String> = String::from_utf8_lossy(&left.stdout)
         .lines()
         .filter(|l| l.contains("sandbox"))
@@ -241,9 +262,21 @@ fn seed(root: &Path, n: usize) -> Result<(), String> {
     Ok(())
 }
 
-/// A listener that accepts and closes every connection, on a thread.
-fn serve(addr: SocketAddr) -> Result<(), String> {
-    let l = TcpListener::bind(addr).map_err(|e| format!("bind {addr}: {e}"))?;
+/// A listener that accepts and closes every connection, on a thread (in
+/// `netns`, or the bench's own namespace).
+fn serve(netns: Option<&Path>, addr: SocketAddr) -> Result<(), String> {
+    let l = match netns {
+        Some(p) => {
+            let f = File::open(p).map_err(|e| format!("open {}: {e}", p.display()))?;
+            std::thread::spawn(move || -> Result<TcpListener, String> {
+                setns(&f, CloneFlags::CLONE_NEWNET).map_err(|e| format!("setns: {e}"))?;
+                TcpListener::bind(addr).map_err(|e| format!("bind {addr}: {e}"))
+            })
+            .join()
+            .map_err(|_| "the listener thread panicked".to_string())??
+        }
+        None => TcpListener::bind(addr).map_err(|e| format!("bind {addr}: {e}"))?,
+    };
     std::thread::spawn(move || {
         for conn in l.incoming() {
             drop(conn);
@@ -252,30 +285,44 @@ fn serve(addr: SocketAddr) -> Result<(), String> {
     Ok(())
 }
 
-/// Median time of a TCP connect to `to`, from `netns` (a thread enters it)
-/// or from the bench's own (the host's) namespace.
-fn connect_latency(netns: Option<&Path>, to: SocketAddr) -> Result<f64, String> {
-    let ns = match netns {
-        Some(p) => Some(File::open(p).map_err(|e| format!("open {}: {e}", p.display()))?),
-        None => None,
+/// Median time of a TCP connect on each of three paths (from a netns, a
+/// thread entering it, or the bench's own), the paths taken in turns of
+/// 100 connects so that load drift lands on all three alike.
+fn connect_latency(paths: [(Option<std::path::PathBuf>, SocketAddr); 3]) -> Result<[f64; 3], String> {
+    let mut samples: [Vec<f64>; 3] = Default::default();
+    const TURN: usize = 100;
+    for _ in 0..CONNECTS / TURN {
+        for (k, (netns, to)) in paths.iter().enumerate() {
+            let ns = match netns {
+                Some(p) => Some(File::open(p).map_err(|e| format!("open {}: {e}", p.display()))?),
+                None => None,
+            };
+            let to = *to;
+            let got = std::thread::spawn(move || -> Result<Vec<f64>, String> {
+                if let Some(f) = ns {
+                    setns(&f, CloneFlags::CLONE_NEWNET).map_err(|e| format!("setns: {e}"))?;
+                }
+                let mut v = Vec::with_capacity(TURN);
+                for _ in 0..TURN {
+                    let t = Instant::now();
+                    let s = TcpStream::connect_timeout(&to, Duration::from_secs(2))
+                        .map_err(|e| format!("connect {to}: {e}"))?;
+                    v.push(t.elapsed().as_secs_f64() * 1e6);
+                    drop(s);
+                }
+                Ok(v)
+            })
+            .join()
+            .map_err(|_| "the latency thread panicked".to_string())??;
+            samples[k].extend(got);
+        }
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied().unwrap_or(0.0)
     };
-    std::thread::spawn(move || -> Result<f64, String> {
-        if let Some(f) = ns {
-            setns(&f, CloneFlags::CLONE_NEWNET).map_err(|e| format!("setns: {e}"))?;
-        }
-        let mut samples = Vec::with_capacity(CONNECTS);
-        for _ in 0..CONNECTS {
-            let t = Instant::now();
-            let s =
-                TcpStream::connect_timeout(&to, Duration::from_secs(2)).map_err(|e| format!("connect {to}: {e}"))?;
-            samples.push(t.elapsed().as_secs_f64() * 1e6);
-            drop(s);
-        }
-        samples.sort_by(f64::total_cmp);
-        Ok(samples[samples.len() / 2])
-    })
-    .join()
-    .map_err(|_| "the latency thread panicked".to_string())?
+    let [a, b, c] = &mut samples;
+    Ok([median(a), median(b), median(c)])
 }
 
 fn run(prog: &str, args: &[&str]) -> Result<(), String> {
