@@ -118,7 +118,7 @@ impl Inventory {
                     step,
                     place: place.into(),
                     table: format!("inet {}", t.name),
-                    chain: c.name.into(),
+                    chain: c.name.clone(),
                     words: r.why.clone(),
                     verdict: format!("{:?}", r.then).to_lowercase(),
                 });

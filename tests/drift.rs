@@ -86,8 +86,15 @@ fn flushed_or_loosened_tables_are_put_back() {
     let Some((host, before, clean)) = installed(FLAGS) else {
         return;
     };
-    host.nft(Ns::Host, &["flush", "table", "inet", TABLE]);
+    host.nft(Ns::Host, &["flush", "table", "inet", HOST_TABLE]);
     assert_repaired(&host, &clean, "the host table was flushed");
+    host.nft(Ns::Host, &["flush", "chain", "inet", HOST_TABLE, "sandbox_forward"]);
+    assert_repaired(&host, &clean, "the sandbox's host forward chain was flushed");
+    host.nft(
+        Ns::Host,
+        &["delete", "element", "inet", HOST_TABLE, "input_iif", "{ \"sandbox0\" }"],
+    );
+    assert_repaired(&host, &clean, "the sandbox's dispatch element was deleted");
     host.in_ns(Ns::Sandbox, || {
         let out = std::process::Command::new("nft")
             .args(["flush", "table", "inet", TABLE])
@@ -129,7 +136,8 @@ fn disable_without_a_record_sweeps_what_is_ours() {
     for said in [
         "deleted network namespace sandbox0",
         "deleted veth sandbox0",
-        "deleted host table",
+        "removed sandbox's chains, sets and map elements from host table inet sandbox_host",
+        "deleted host table inet sandbox_host (no sandbox left in it)",
     ] {
         assert!(run.stdout.contains(said), "{said:?} missing:\n{run}");
     }

@@ -35,8 +35,8 @@ fn network_left(host: &FakeHost) -> Vec<String> {
     {
         left.push(format!("link {HOST_IF}"));
     }
-    if host.nft(Ns::Host, &["list", "tables"]).contains(TABLE) {
-        left.push(format!("host table {TABLE}"));
+    if host.nft(Ns::Host, &["list", "tables"]).contains(HOST_TABLE) {
+        left.push(format!("host table {HOST_TABLE}"));
     }
     for f in ["resolv.conf", "nsswitch.conf"] {
         let p = host.root().join("etc/netns/sandbox0").join(f);

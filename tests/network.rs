@@ -197,7 +197,7 @@ fn ipv6_is_closed_to_link_local_and_ula_addresses() {
     // Control: without the two tables, the same probes get through, so the
     // failures above were the firewall's doing.
     host.nft(Ns::Sandbox, &["delete", "table", "inet", TABLE]);
-    host.nft(Ns::Host, &["delete", "table", "inet", TABLE]);
+    host.nft(Ns::Host, &["delete", "table", "inet", HOST_TABLE]);
     host.tcp(Ns::Sandbox, to_ula).assert_connected();
     host.tcp(Ns::Sandbox, to_ll).assert_connected();
 
@@ -376,14 +376,15 @@ fn rerun_toggling_no_host_networking_converges() {
     let before = host.snapshot();
     let with = ["--policy", "strict", "--dns", DNS_A];
     let without = ["--policy", "strict", "--dns", DNS_A, "--no-host-networking"];
-    let has_host_table = |h: &FakeHost| h.ruleset(Ns::Host).contains(&format!("table inet {TABLE}"));
+    let has_host_table = |h: &FakeHost| h.ruleset(Ns::Host).contains(&format!("table inet {HOST_TABLE}"));
 
     host.setup_ok(&with);
     assert!(has_host_table(&host));
     let off = host.setup_ok(&without);
     assert!(
-        off.stdout
-            .contains(&format!("deleted host table inet {TABLE} (--no-host-networking)")),
+        off.stdout.contains(
+            "removed sandbox's chains, sets and map elements from host table inet sandbox_host (--no-host-networking)"
+        ),
         "{off}"
     );
     assert!(!has_host_table(&host), "{}", host.ruleset(Ns::Host));
@@ -392,7 +393,8 @@ fn rerun_toggling_no_host_networking_converges() {
 
     let on = host.setup_ok(&with);
     assert!(
-        on.stdout.contains(&format!("installed host table inet {TABLE}")),
+        on.stdout
+            .contains("installed host chains sandbox_input, sandbox_forward in table inet sandbox_host"),
         "{on}"
     );
     assert!(has_host_table(&host));
@@ -413,8 +415,12 @@ fn rerun_with_another_resolver_converges() {
     let run = host.setup_ok(&["--policy", "default", "--dns", DNS_B]);
     assert!(!run.stdout.contains("nothing changed"), "{run}");
     assert_eq!(nameservers(&host), vec![DNS_B.to_string()]);
-    for ns in [Ns::Host, Ns::Sandbox] {
-        let rules = host.nft(ns, &["list", "table", "inet", TABLE]);
+    for (ns, what) in [
+        (Ns::Host, ["chain", "inet", HOST_TABLE, "sandbox_forward"]),
+        (Ns::Sandbox, ["table", "inet", TABLE, ""]),
+    ] {
+        let args: Vec<&str> = std::iter::once("list").chain(what).filter(|a| !a.is_empty()).collect();
+        let rules = host.nft(ns, &args);
         assert!(rules.contains(DNS_B), "{ns:?} rules name the new resolver:\n{rules}");
         assert!(!rules.contains(DNS_A), "{ns:?} rules forgot the old resolver:\n{rules}");
     }
@@ -432,12 +438,13 @@ fn rerun_repairs_a_flushed_host_table() {
     let Some(host) = FakeHost::new() else { return };
     let flags = ["--policy", "default", "--dns", DNS_A];
     host.setup_ok(&flags);
-    let installed = host.nft(Ns::Host, &["list", "table", "inet", TABLE]);
-    host.nft(Ns::Host, &["flush", "table", "inet", TABLE]);
-    assert_ne!(host.nft(Ns::Host, &["list", "table", "inet", TABLE]), installed);
+    let installed = host.nft(Ns::Host, &["list", "table", "inet", HOST_TABLE]);
+    host.nft(Ns::Host, &["flush", "table", "inet", HOST_TABLE]);
+    assert_ne!(host.nft(Ns::Host, &["list", "table", "inet", HOST_TABLE]), installed);
 
     let run = host.setup_ok(&flags);
-    let repaired = host.nft(Ns::Host, &["list", "table", "inet", TABLE]);
+    let repaired = host.nft(Ns::Host, &["list", "table", "inet", HOST_TABLE]);
+    assert_eq!(repaired, installed, "{run}");
     assert!(
         repaired.contains("ip daddr 203.0.113.53 udp dport 53 accept"),
         "re-run did not restore the host rules:\n{run}\nhost table now:\n{repaired}"
@@ -460,7 +467,7 @@ fn dry_run_changes_nothing_before_or_after_setup() {
     for expected in [
         "create network namespace sandbox0",
         "install table inet sandbox_sandbox in sandbox0",
-        "install host table inet sandbox_sandbox",
+        "install host chains sandbox_input, sandbox_forward, sandbox_post in table inet sandbox_host",
         "set net.ipv4.ip_forward 0 -> 1",
         "create veth sandbox0 (10.200.0.1/30) <-> eth0 in sandbox0 (10.200.0.2/30)",
         "etc/netns/sandbox0/resolv.conf",
@@ -514,12 +521,12 @@ fn disable_after_the_host_table_was_flushed_or_deleted_restores_the_host() {
     let Some(host) = FakeHost::new() else { return };
     let before = host.snapshot();
     host.setup_ok(&["--policy", "permissive", "--dns", DNS_A]);
-    host.nft(Ns::Host, &["flush", "table", "inet", TABLE]);
+    host.nft(Ns::Host, &["flush", "table", "inet", HOST_TABLE]);
     host.disable_ok();
     before.assert_restored(&host.snapshot(), "--disable after the host table was flushed");
 
     host.setup_ok(&["--policy", "permissive", "--dns", DNS_A]);
-    host.nft(Ns::Host, &["delete", "table", "inet", TABLE]);
+    host.nft(Ns::Host, &["delete", "table", "inet", HOST_TABLE]);
     host.nft(Ns::Sandbox, &["delete", "table", "inet", TABLE]);
     host.disable_ok();
     before.assert_restored(&host.snapshot(), "--disable after both tables were deleted");

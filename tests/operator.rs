@@ -42,6 +42,7 @@ fn plan_is_a_change_ticket_in_three_formats_and_changes_nothing() {
         "net.ipv4.ip_forward",
         "```nft",
         "table inet sandbox_sandbox",
+        "table inet sandbox_host",
     ] {
         assert!(run.stdout.contains(needle), "markdown lacks {needle:?}:\n{run}");
     }

@@ -361,7 +361,7 @@ fn denials_count_how_often_and_the_log_rules_carry_the_prefix() {
         "{inside}"
     );
     assert!(inside.contains("limit rate 10/minute burst 20 packets"), "{inside}");
-    let outside = host.nft(Ns::Host, &["list", "table", "inet", TABLE]);
+    let outside = host.nft(Ns::Host, &["list", "chain", "inet", HOST_TABLE, "sandbox_input"]);
     assert!(
         outside.contains("log prefix \"sandbox sandbox host deny: \" level info"),
         "{outside}"

@@ -82,7 +82,9 @@ pub fn denials(spec: &Spec) -> Result<Vec<Denial>> {
         out.extend(netns::run_in(&path, move || read_table(&table, Where::Netns))?);
     }
     if spec.host_networking {
-        out.extend(read_table(&spec.net.table, Where::Host)?);
+        // Only this sandbox's two sets of the shared host table.
+        let sets = super::host_table::list_sets(&spec.name)?;
+        out.extend(from_listing(sets.as_ref(), Where::Host));
     }
     sort(&mut out);
     Ok(out)

@@ -145,16 +145,22 @@ pub fn netns_table(spec: &Spec) -> Table {
     Table {
         name: spec.net.table.clone(),
         log_prefix: format!("sandbox {} deny: ", spec.name),
+        prefix: String::new(),
+        dispatch: None,
         chains: vec![
-            chain("input", Hook::Input, true, input),
-            chain("output", Hook::Output, true, output),
+            chain("input".into(), Hook::Input, true, input),
+            chain("output".into(), Hook::Output, true, output),
         ],
     }
 }
 
-/// On the host: only what comes in through our veth is judged; other
-/// traffic passes our chains untouched (policy accept).
+/// On the host: this sandbox's part of the shared host table (see
+/// [`super::host_table`]). Its chains are reached only through the
+/// table's interface maps, so only what comes in through (or, forwarded,
+/// goes out to) our veth is judged; other traffic passes untouched
+/// (the base chains' policy is accept).
 pub fn host_table(spec: &Spec) -> Table {
+    let names = super::host_table::Names::of(&spec.name);
     let veth = spec.net.host_if.clone();
     let from_sandbox = || {
         vec![
@@ -226,26 +232,31 @@ pub fn host_table(spec: &Spec) -> Table {
     // The forward chain stays even when nothing is forwarded for us: a host
     // that forwards for others must still not route the sandbox anywhere.
     let mut chains = vec![
-        chain("input", Hook::Input, false, input),
-        chain("forward", Hook::Forward, false, forward),
+        chain(names.input.clone(), Hook::Input, false, input),
+        chain(names.forward.clone(), Hook::Forward, false, forward),
     ];
     if allows.iter().any(|a| a.forwarded) {
         chains.push(Chain {
-            name: "postrouting",
+            name: names.post.clone(),
             hook: Hook::Postrouting,
             nat: true,
             priority: 100,
             policy_drop: false,
             rules: vec![rule(
-                vec![Cond::SrcIp(Ipv4Net::from(spec.net.sandbox_ip)), Cond::NotOutIf(veth)],
+                vec![
+                    Cond::SrcIp(Ipv4Net::from(spec.net.sandbox_ip)),
+                    Cond::NotOutIf(veth.clone()),
+                ],
                 Verdict::Masquerade,
                 "allowed traffic leaves with the host's address",
             )],
         });
     }
     Table {
-        name: spec.net.table.clone(),
+        name: super::host_table::TABLE.into(),
         log_prefix: format!("sandbox {} host deny: ", spec.name),
+        prefix: names.prefix.clone(),
+        dispatch: Some(veth),
         chains,
     }
 }
@@ -274,7 +285,7 @@ fn ping_rules(from: Vec<Cond>, spec: &Spec) -> Vec<Rule> {
     ]
 }
 
-fn chain(name: &'static str, hook: Hook, policy_drop: bool, rules: Vec<Rule>) -> Chain {
+fn chain(name: String, hook: Hook, policy_drop: bool, rules: Vec<Rule>) -> Chain {
     Chain {
         name,
         hook,
@@ -396,7 +407,7 @@ mod tests {
             let host = host_table(&s);
             assert_eq!(ns.log_prefix, "sandbox box1 deny: ");
             assert_eq!(host.log_prefix, "sandbox box1 host deny: ");
-            for (t, chain) in [(&ns, "output"), (&host, "input"), (&host, "forward")] {
+            for (t, chain) in [(&ns, "output"), (&host, "box1_input"), (&host, "box1_forward")] {
                 let c = t.chains.iter().find(|c| c.name == chain).expect("chain");
                 for (i, r) in c.rules.iter().enumerate() {
                     if r.then == Verdict::Reject && !r.when.contains(&Cond::OutIf(s.net.host_if.clone())) {
@@ -430,8 +441,8 @@ mod tests {
         let text = crate::firewall::render::to_nft_text(&t);
         let input: Vec<&str> = text
             .lines()
-            .skip_while(|l| !l.contains("chain input"))
-            .take_while(|l| !l.contains("chain forward"))
+            .skip_while(|l| !l.contains("chain sandbox_input {"))
+            .take_while(|l| !l.contains("chain sandbox_forward {"))
             .collect();
         let nd = input
             .iter()

@@ -1,9 +1,11 @@
 //! Firewall rules as data: generated from the spec (`generate`), rendered
 //! as nft JSON for the kernel (through the `nftables` crate) and as nft text
-//! and plain words for people. Nothing here touches the host.
+//! and plain words for people. Nothing here touches the host, but the
+//! runners of [`host_table`], the one table all sandboxes share.
 
 pub mod denials;
 pub mod generate;
+pub mod host_table;
 pub mod render;
 
 use ipnet::Ipv4Net;
@@ -29,18 +31,25 @@ pub const DENIED_SIZE: u32 = 4096;
 pub const LOG_PER_MINUTE: u32 = 10;
 pub const LOG_BURST: u32 = 20;
 
-/// One table of ours, `inet` family so one table covers IPv4 and IPv6.
+/// One table of ours, `inet` family so one table covers IPv4 and IPv6; or
+/// (with `dispatch`) one sandbox's part of the shared host table.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Table {
     pub name: String,
     /// Prefix of the kernel log lines of refusals (`sandbox <name> deny: `).
     pub log_prefix: String,
+    /// Prefix of every object name of ours in the table: empty in a table
+    /// of our own, `<name>_` in the shared host table.
+    pub prefix: String,
+    /// In the shared host table: the veth whose packets its maps send to
+    /// these (regular) chains. None: a table of our own, base chains.
+    pub dispatch: Option<String>,
     pub chains: Vec<Chain>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Chain {
-    pub name: &'static str,
+    pub name: String,
     pub hook: Hook,
     pub nat: bool,
     pub priority: i32,
@@ -118,8 +127,17 @@ impl Table {
         digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
     }
 
+    /// Where the fingerprint sits in a table of our own: an empty chain
+    /// named after it. (In the shared table it is the comment of a last,
+    /// never reached rule of the sandbox's first chain: a fixed place one
+    /// transaction can flush and refill without knowing the old one.)
     pub fn marker_chain(&self) -> String {
         format!("gen_{}", self.fingerprint())
+    }
+
+    /// The refusal-count sets (IPv4, IPv6).
+    pub fn denied_sets(&self) -> (String, String) {
+        (format!("{}{DENIED4}", self.prefix), format!("{}{DENIED6}", self.prefix))
     }
 
     /// The shape `nft list table` must show for this table to count as in
@@ -128,20 +146,30 @@ impl Table {
     /// to accept all show here, without parsing rule expressions back
     /// (their JSON differs between nft versions).
     pub fn shape(&self) -> Vec<ChainShape> {
-        let mut out = vec![ChainShape {
-            name: self.marker_chain(),
-            policy: None,
-            rules: vec![],
-        }];
-        for c in &self.chains {
-            let rules = c
+        let mut out = Vec::new();
+        if self.dispatch.is_none() {
+            out.push(ChainShape {
+                name: self.marker_chain(),
+                policy: None,
+                rules: vec![],
+            });
+        }
+        for (i, c) in self.chains.iter().enumerate() {
+            let mut rules: Vec<String> = c
                 .rules
                 .iter()
                 .flat_map(|r| std::iter::repeat_n(r.why.clone(), render::kernel_rules(r)))
                 .collect();
-            let policy = Some(if c.policy_drop { "drop" } else { "accept" }.to_string());
+            if i == 0 && self.dispatch.is_some() {
+                rules.push(self.fingerprint());
+            }
+            // A regular chain (the shared table's) has no policy.
+            let policy = self
+                .dispatch
+                .is_none()
+                .then(|| if c.policy_drop { "drop" } else { "accept" }.to_string());
             out.push(ChainShape {
-                name: c.name.to_string(),
+                name: c.name.clone(),
                 policy,
                 rules,
             });

@@ -12,7 +12,7 @@ use nftables::stmt::{Counter, Limit, Log, LogLevel, Match, Operator, Reject, Rej
 use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook, RejectCode};
 
 use super::{Chain, Cond, Hook, Rule, Table, Verdict};
-use super::{DENIED4, DENIED6, DENIED_SIZE, DENIED_TIMEOUT_S, LOG_BURST, LOG_PER_MINUTE};
+use super::{DENIED_SIZE, DENIED_TIMEOUT_S, LOG_BURST, LOG_PER_MINUTE};
 
 /// The batch that (re)creates `t` atomically: "add table; delete table"
 /// first, so a stale or drifted copy of our table goes, and nothing else in
@@ -29,63 +29,92 @@ pub fn to_nft_json(t: &Table, fresh: bool) -> Nftables<'static> {
         v.push(add(NfListObject::Table(table(&t.name))));
         v
     };
-    objs.push(add(NfListObject::Chain(schema::Chain {
-        family: NfFamily::INet,
-        table: t.name.clone().into(),
-        name: t.marker_chain().into(),
-        ..Default::default()
-    })));
-    for (name, addr) in [(DENIED4, SetType::Ipv4Addr), (DENIED6, SetType::Ipv6Addr)] {
-        objs.push(add(NfListObject::Set(Box::new(schema::Set {
-            family: NfFamily::INet,
-            table: t.name.clone().into(),
-            name: name.into(),
-            set_type: SetTypeValue::Concatenated(vec![addr, SetType::InetProto, SetType::InetService].into()),
-            // nft 1.0.6 refuses "dynamic" in JSON; it sets the flag itself
-            // for a set that a rule updates from the packet path.
-            flags: Some([SetFlag::Timeout].into_iter().collect()),
-            timeout: Some(DENIED_TIMEOUT_S),
-            size: Some(DENIED_SIZE),
-            ..Default::default()
-        }))));
-    }
+    objs.push(add(NfListObject::Chain(regular_chain(&t.name, &t.marker_chain()))));
+    objs.extend(denied_sets(t));
     for c in &t.chains {
-        objs.push(add(NfListObject::Chain(schema::Chain {
-            family: NfFamily::INet,
-            table: t.name.clone().into(),
-            name: c.name.into(),
-            _type: Some(if c.nat { NfChainType::NAT } else { NfChainType::Filter }),
-            hook: Some(hook(c.hook)),
-            prio: Some(c.priority),
-            policy: Some(if c.policy_drop {
-                NfChainPolicy::Drop
-            } else {
-                NfChainPolicy::Accept
-            }),
-            ..Default::default()
-        })));
-        for r in &c.rules {
-            for expr in rule_exprs(r, &t.log_prefix) {
-                objs.push(add(NfListObject::Rule(schema::Rule {
-                    family: NfFamily::INet,
-                    table: t.name.clone().into(),
-                    chain: c.name.into(),
-                    expr: expr.into(),
-                    handle: None,
-                    index: None,
-                    comment: Some(r.why.clone().into()),
-                })));
-            }
-        }
+        objs.push(add(NfListObject::Chain(base_chain(&t.name, c))));
+        objs.extend(chain_rules(t, c));
     }
     Nftables { objects: objs.into() }
+}
+
+/// `add set` of the table's two refusal-count sets.
+pub fn denied_sets(t: &Table) -> Vec<NfObject<'static>> {
+    let (v4, v6) = t.denied_sets();
+    [(v4, SetType::Ipv4Addr), (v6, SetType::Ipv6Addr)]
+        .into_iter()
+        .map(|(name, addr)| {
+            add(NfListObject::Set(Box::new(schema::Set {
+                family: NfFamily::INet,
+                table: t.name.clone().into(),
+                name: name.into(),
+                set_type: SetTypeValue::Concatenated(vec![addr, SetType::InetProto, SetType::InetService].into()),
+                // nft 1.0.6 refuses "dynamic" in JSON; it sets the flag itself
+                // for a set that a rule updates from the packet path.
+                flags: Some([SetFlag::Timeout].into_iter().collect()),
+                timeout: Some(DENIED_TIMEOUT_S),
+                size: Some(DENIED_SIZE),
+                ..Default::default()
+            })))
+        })
+        .collect()
+}
+
+/// A chain without a hook, reached only by a jump (or never: a marker).
+pub fn regular_chain(table: &str, name: &str) -> schema::Chain<'static> {
+    schema::Chain {
+        family: NfFamily::INet,
+        table: table.to_string().into(),
+        name: name.to_string().into(),
+        ..Default::default()
+    }
+}
+
+/// A chain on a hook, with its priority and policy.
+pub fn base_chain(table: &str, c: &Chain) -> schema::Chain<'static> {
+    schema::Chain {
+        _type: Some(if c.nat { NfChainType::NAT } else { NfChainType::Filter }),
+        hook: Some(hook(c.hook)),
+        prio: Some(c.priority),
+        policy: Some(if c.policy_drop {
+            NfChainPolicy::Drop
+        } else {
+            NfChainPolicy::Accept
+        }),
+        ..regular_chain(table, &c.name)
+    }
+}
+
+/// `add rule` of every kernel rule of `c`, in order.
+pub fn chain_rules(t: &Table, c: &Chain) -> Vec<NfObject<'static>> {
+    let (v4, v6) = t.denied_sets();
+    let mut objs = Vec::new();
+    for r in &c.rules {
+        for expr in rule_exprs(r, &t.log_prefix, (&v4, &v6)) {
+            objs.push(add(NfListObject::Rule(schema::Rule {
+                family: NfFamily::INet,
+                table: t.name.clone().into(),
+                chain: c.name.clone().into(),
+                expr: expr.into(),
+                handle: None,
+                index: None,
+                comment: Some(r.why.clone().into()),
+            })));
+        }
+    }
+    objs
 }
 
 /// [`to_nft_json`] as the JSON `nft -j -f -` reads, with what the
 /// `nftables` crate cannot say yet: a counter on every element of the
 /// denial sets (`"stmt": [{"counter": null}]` on the set).
 pub fn to_nft_value(t: &Table, fresh: bool) -> serde_json::Result<serde_json::Value> {
-    let mut v = serde_json::to_value(to_nft_json(t, fresh))?;
+    with_set_counters(&to_nft_json(t, fresh))
+}
+
+/// A batch as JSON, every `add set` in it given per-element counters.
+pub fn with_set_counters(batch: &Nftables<'_>) -> serde_json::Result<serde_json::Value> {
+    let mut v = serde_json::to_value(batch)?;
     for obj in v["nftables"].as_array_mut().into_iter().flatten() {
         if let Some(set) = obj.pointer_mut("/add/set").and_then(|s| s.as_object_mut()) {
             set.insert("stmt".into(), serde_json::json!([{ "counter": null }]));
@@ -102,7 +131,7 @@ pub fn delete_table_cmds(name: &str) -> Vec<NfObject<'static>> {
     ]
 }
 
-fn table(name: &str) -> schema::Table<'static> {
+pub fn table(name: &str) -> schema::Table<'static> {
     schema::Table {
         family: NfFamily::INet,
         name: name.to_string().into(),
@@ -110,11 +139,11 @@ fn table(name: &str) -> schema::Table<'static> {
     }
 }
 
-fn add(o: NfListObject<'static>) -> NfObject<'static> {
+pub fn add(o: NfListObject<'static>) -> NfObject<'static> {
     NfObject::CmdObject(NfCmd::Add(o))
 }
 
-fn hook(h: Hook) -> NfHook {
+pub fn hook(h: Hook) -> NfHook {
     match h {
         Hook::Input => NfHook::Input,
         Hook::Output => NfHook::Output,
@@ -125,7 +154,7 @@ fn hook(h: Hook) -> NfHook {
 
 /// How many kernel rules `r` becomes.
 pub fn kernel_rules(r: &Rule) -> usize {
-    rule_exprs(r, "").len()
+    rule_exprs(r, "", ("", "")).len()
 }
 
 /// A `Reject` becomes two kernel rules: TCP gets a reset (ECONNREFUSED at
@@ -133,7 +162,7 @@ pub fn kernel_rules(r: &Rule) -> usize {
 /// host gets ICMPv6 alone (one rule; see [`tcp_reset`]). A `Record` becomes two as
 /// well: the count (TCP and UDP, the only traffic an unprivileged process
 /// can send) and the rate-limited log line (everything).
-fn rule_exprs(r: &Rule, log_prefix: &str) -> Vec<Vec<Statement<'static>>> {
+fn rule_exprs(r: &Rule, log_prefix: &str, sets: (&str, &str)) -> Vec<Vec<Statement<'static>>> {
     let conds: Vec<Statement<'static>> = r.when.iter().map(cond).collect();
     let with = |extra: Option<Statement<'static>>, verdict: Vec<Statement<'static>>| {
         let mut v = conds.clone();
@@ -148,9 +177,9 @@ fn rule_exprs(r: &Rule, log_prefix: &str) -> Vec<Vec<Statement<'static>>> {
         Verdict::Record => {
             let v6 = r.when.contains(&Cond::Ipv6);
             let (family, set, addr) = if v6 {
-                ("ipv6", DENIED6, payload("ip6", "daddr"))
+                ("ipv6", sets.1, payload("ip6", "daddr"))
             } else {
-                ("ipv4", DENIED4, payload("ip", "daddr"))
+                ("ipv4", sets.0, payload("ip", "daddr"))
             };
             let mut count = conds.clone();
             if !v6 {
@@ -324,21 +353,34 @@ fn cond(c: &Cond) -> Statement<'static> {
 
 /// nft syntax, as `nft list table` would print it (modulo handles).
 pub fn to_nft_text(t: &Table) -> String {
-    let mut out = format!("table inet {} {{\n\tchain {} {{\n\t}}\n", t.name, t.marker_chain());
-    for (name, addr) in [(DENIED4, "ipv4_addr"), (DENIED6, "ipv6_addr")] {
-        out.push_str(&format!(
-            "\tset {name} {{\n\t\ttype {addr} . inet_proto . inet_service\n\t\tsize {DENIED_SIZE}\n\t\tflags dynamic,timeout\n\t\tcounter\n\t\ttimeout {}h\n\t}}\n",
-            DENIED_TIMEOUT_S / 3600
-        ));
+    if t.dispatch.is_some() {
+        return super::host_table::to_text(t);
     }
+    let mut out = format!("table inet {} {{\n\tchain {} {{\n\t}}\n", t.name, t.marker_chain());
+    out.push_str(&sets_text(t));
     for c in &t.chains {
-        out.push_str(&chain_text(c, &t.log_prefix));
+        out.push_str(&chain_text(t, c));
     }
     out.push_str("}\n");
     out
 }
 
-fn chain_text(c: &Chain, log_prefix: &str) -> String {
+/// The two refusal-count sets, as `nft list` prints them.
+pub fn sets_text(t: &Table) -> String {
+    let (v4, v6) = t.denied_sets();
+    let mut out = String::new();
+    for (name, addr) in [(v4, "ipv4_addr"), (v6, "ipv6_addr")] {
+        out.push_str(&format!(
+            "\tset {name} {{\n\t\ttype {addr} . inet_proto . inet_service\n\t\tsize {DENIED_SIZE}\n\t\tflags dynamic,timeout\n\t\tcounter\n\t\ttimeout {}h\n\t}}\n",
+            DENIED_TIMEOUT_S / 3600
+        ));
+    }
+    out
+}
+
+/// One chain as `nft list` prints it: a base chain with its hook line, a
+/// regular chain (the shared table's) without.
+pub fn chain_text(t: &Table, c: &Chain) -> String {
     let kind = if c.nat { "nat" } else { "filter" };
     let hook = match c.hook {
         Hook::Input => "input",
@@ -347,12 +389,16 @@ fn chain_text(c: &Chain, log_prefix: &str) -> String {
         Hook::Postrouting => "postrouting",
     };
     let policy = if c.policy_drop { "drop" } else { "accept" };
-    let mut out = format!(
-        "\tchain {} {{\n\t\ttype {kind} hook {hook} priority {}; policy {policy};\n",
-        c.name, c.priority
-    );
+    let mut out = format!("\tchain {} {{\n", c.name);
+    if t.dispatch.is_none() {
+        out.push_str(&format!(
+            "\t\ttype {kind} hook {hook} priority {}; policy {policy};\n",
+            c.priority
+        ));
+    }
+    let sets = t.denied_sets();
     for r in &c.rules {
-        for line in rule_text(r, log_prefix) {
+        for line in rule_text(r, &t.log_prefix, (&sets.0, &sets.1)) {
             out.push_str(&format!("\t\t{line}\n"));
         }
     }
@@ -360,7 +406,7 @@ fn chain_text(c: &Chain, log_prefix: &str) -> String {
     out
 }
 
-pub fn rule_text(r: &Rule, log_prefix: &str) -> Vec<String> {
+pub fn rule_text(r: &Rule, log_prefix: &str, sets: (&str, &str)) -> Vec<String> {
     let conds: Vec<String> = r.when.iter().map(cond_text).collect();
     let line = |mut parts: Vec<String>, verdict: &str| {
         parts.retain(|p| !p.is_empty());
@@ -374,7 +420,7 @@ pub fn rule_text(r: &Rule, log_prefix: &str) -> Vec<String> {
         Verdict::Masquerade => vec![line(conds, "masquerade")],
         Verdict::Record => {
             let v6 = r.when.contains(&Cond::Ipv6);
-            let (set, addr) = if v6 { (DENIED6, "ip6") } else { (DENIED4, "ip") };
+            let (set, addr) = if v6 { (sets.1, "ip6") } else { (sets.0, "ip") };
             let mut count = conds.clone();
             if !v6 {
                 count.push("meta nfproto ipv4".into());

@@ -1,10 +1,11 @@
-//! The firewall, as two nft tables of our own named `sandbox_<name>`: the
+//! The firewall: an nft table of our own named `sandbox_<name>` with the
 //! egress allowlist inside the sandbox's namespace (default drop), and on
-//! the host what arrives through our veth held to the same allowlist, so a
-//! sandbox that could change its own rules still could not get further.
-//! Nothing else in either ruleset is touched.
+//! the host, in the table all sandboxes share (`inet sandbox_host`, see
+//! `firewall::host_table`), chains that hold what arrives through our veth
+//! to the same allowlist, so a sandbox that could change its own rules
+//! still could not get further. Nothing else in either ruleset is touched.
 //!
-//! The two tables live in different namespaces, so they take one `nft` run
+//! The two live in different namespaces, so they take one `nft` run
 //! each; the runs are independent and go side by side, in the background
 //! while the next steps run (each is mostly process start-up). Both are in
 //! place before the veth exists: that step waits for them.
@@ -16,19 +17,45 @@ use serde_json::Value;
 
 use crate::engine::{data, Recorder, Step, Undo};
 use crate::error::Result;
-use crate::firewall::{denials, generate, Table, Where, DENIED4, DENIED6};
+use crate::firewall::{denials, generate, host_table, Table, Where};
 use crate::inventory::Inventory;
 use crate::spec::Spec;
 use crate::sys::{netns, nft};
 
 pub struct EgressRules;
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Record {
     netns: PathBuf,
+    /// The namespace's table. In records written before the shared host
+    /// table (no `shared`), also the name of the sandbox's own host table.
     table: String,
-    /// Our table may be on the host (false under `--no-host-networking`).
+    /// Our rules may be on the host (false under `--no-host-networking`).
     host: bool,
+    /// Where on the host: this sandbox's part of the shared host table.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    shared: Option<Shared>,
+    /// A per-sandbox host table of an older version that a setup moved
+    /// into the shared one (deleted in the same transaction; kept here so
+    /// an undo deletes it too, whatever happened).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    legacy: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Shared {
+    sandbox: String,
+    veth: String,
+}
+
+impl Record {
+    /// The host table of an older version this record names, if any.
+    fn old_host_table(&self) -> Option<String> {
+        if self.host && self.shared.is_none() {
+            return Some(self.table.clone());
+        }
+        self.legacy.clone()
+    }
 }
 
 impl Step for EgressRules {
@@ -50,7 +77,11 @@ impl Step for EgressRules {
         );
         if spec.host_networking {
             let t = generate::host_table(spec);
-            let inverse = format!("delete table inet {}; nothing else in the ruleset is touched", t.name);
+            let inverse = format!(
+                "delete this sandbox's chains, sets and map elements from table inet {}; the table itself \
+                 goes with the last sandbox; nothing else in the ruleset is touched",
+                t.name
+            );
             inv.table(self.id(), "host", &t, &inverse);
         }
     }
@@ -58,6 +89,7 @@ impl Step for EgressRules {
     fn plan(&self, spec: &Spec, rec: Option<&Value>) -> Result<Vec<String>> {
         let inside = generate::netns_table(spec);
         let path = spec.root.netns_path(&spec.net.netns);
+        let before = rec.and_then(|v| data::<Record>(self.id(), v).ok());
         let mut out = Vec::new();
         let current = path.exists() && {
             let t = inside.clone();
@@ -66,21 +98,27 @@ impl Step for EgressRules {
         if !current {
             out.push(describe_inside(&inside, &spec.net.netns));
         }
+        if let Some(old) = before.as_ref().and_then(Record::old_host_table) {
+            if nft::table_exists(&old)? {
+                out.push(format!(
+                    "delete host table inet {old} (an older version's; moved into {})",
+                    host_table::TABLE
+                ));
+            }
+        }
         if spec.host_networking {
             let t = generate::host_table(spec);
-            if !nft::is_current(&t)? {
+            let listed = nft::listing(&t)?;
+            if !nft::matches(&t, listed.as_ref()) {
                 out.push(describe_host(&t));
             } else {
-                let seen = denials::read_table(&t.name, Where::Host)?;
+                let seen = denials::from_listing(listed.as_ref(), Where::Host);
                 if !seen.is_empty() {
                     out.push(format!("{CLEAR} {} before this setup", denials::summary(&seen)));
                 }
             }
-        } else if rec
-            .and_then(|v| data::<Record>(self.id(), v).ok())
-            .is_some_and(|r| r.host)
-        {
-            out.push(format!("delete host table inet {} (--no-host-networking)", inside.name));
+        } else if before.is_some_and(|r| r.host) {
+            out.push(format!("remove the host rules of {} (--no-host-networking)", spec.name));
         }
         Ok(out)
     }
@@ -91,71 +129,141 @@ impl Step for EgressRules {
         let path = spec.root.netns_path(&spec.net.netns);
         let before = rec.get::<Record>();
         let known = before.is_some();
-        let had_host = before.is_some_and(|b| b.host);
-        // Write-ahead: a host table about to be installed, or one an earlier
-        // run left that this run removes, is in the record first.
+        let had_shared = before.as_ref().is_some_and(|b| b.host && b.shared.is_some());
+        let legacy = before.as_ref().and_then(Record::old_host_table);
+        let shared = Shared {
+            sandbox: spec.name.clone(),
+            veth: spec.net.host_if.clone(),
+        };
+        // Write-ahead: host rules about to be installed, ones an earlier run
+        // left that this run removes, and an older version's host table
+        // this run deletes, are in the record first.
         let mut r = Record {
             netns: path.clone(),
             table: inside.name.clone(),
-            host: had_host || host.is_some(),
+            host: had_shared || host.is_some(),
+            shared: (had_shared || host.is_some()).then(|| shared.clone()),
+            legacy: legacy.clone(),
         };
         rec.put(&r)?;
         let netns_name = spec.net.netns.clone();
-        if host.is_none() && had_host {
+        let lock = host_table::lock_dir(&spec.root);
+        let host_work = HostWork {
+            want: host,
+            had_shared,
+            legacy,
+            shared,
+            lock: lock.clone(),
+        };
+        if host_work.want.is_none() && (had_shared || host_work.legacy.is_some()) {
             // Rare (--no-host-networking after a run without it): the record
-            // must say the host table is gone once it is, so not in the
+            // must say the host rules are gone once they are, so not in the
             // background.
-            let out = both_tables(inside, None, path, netns_name, known, had_host)?;
+            let mut out = both_tables(inside, host_work, path, netns_name, known)?;
             r.host = false;
+            r.shared = None;
+            r.legacy = None;
             rec.put(&r)?;
+            out.extend(release_shared_base(&lock)?);
             return Ok(out);
         }
         // Both runs are mostly nft's start-up: the next steps go on
         // meanwhile, and the veth waits for them.
-        rec.finish_in_background(move || both_tables(inside, host, path, netns_name, known, had_host))?;
+        rec.finish_in_background(move || both_tables(inside, host_work, path, netns_name, known))?;
         Ok(vec![])
     }
 
-    /// The host table goes first. The namespace's table lives and dies
-    /// with the namespace, which the netns step (always recorded before
-    /// this one) deletes next; deleting it here would cost an RCU grace
-    /// period for nothing.
-    fn revert(&self, _undo: &Undo, v: &Value) -> Result<Vec<String>> {
+    /// The host rules go first. The namespace's table lives and dies with
+    /// the namespace, which the netns step (always recorded before this
+    /// one) deletes next; deleting it here would cost an RCU grace period
+    /// for nothing.
+    fn revert(&self, undo: &Undo, v: &Value) -> Result<Vec<String>> {
         let r: Record = data(self.id(), v)?;
         let mut out = Vec::new();
-        if r.host {
-            // One nft run ("add table; delete table"), whether or not it is there.
-            nft::delete_table(&r.table)?;
-            out.push(format!("deleted host table inet {}", r.table));
+        let lock = host_table::lock_dir(&undo.root);
+        match (&r.shared, r.old_host_table()) {
+            (Some(s), legacy) if r.host => {
+                // One nft run, whatever of it is still there.
+                host_table::remove(&s.sandbox, &s.veth, legacy.as_deref(), &lock)?;
+                out.push(removed_line(&s.sandbox));
+                if let Some(old) = legacy {
+                    out.push(format!("deleted host table inet {old} (an older version's)"));
+                }
+                out.extend(release_shared_base(&lock)?);
+            }
+            (_, Some(old)) => {
+                // A record of an older version: its own host table.
+                nft::delete_table(&old)?;
+                out.push(format!("deleted host table inet {old}"));
+            }
+            _ => {}
         }
         let ns = r.netns.file_name().unwrap_or_default().to_string_lossy();
         out.push(format!("table inet {} goes with namespace {ns}", r.table));
         Ok(out)
     }
 
-    /// Table `inet sandbox_<name>` on the host is ours by its name; the
-    /// namespace's goes with the namespace.
-    fn sweep(&self, _undo: &Undo, name: &str) -> Result<Vec<String>> {
-        let table = format!("sandbox_{name}");
-        if !nft::table_exists(&table)? {
-            return Ok(vec![]);
+    /// On the host, ours by their names: this sandbox's part of the shared
+    /// table (chains and sets `<name>_…`, map elements of veth `<name>0`)
+    /// and an older version's table `inet sandbox_<name>`. The namespace's
+    /// table goes with the namespace.
+    fn sweep(&self, undo: &Undo, name: &str) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        let old = format!("sandbox_{name}");
+        if nft::table_exists(&old)? {
+            nft::delete_table(&old)?;
+            out.push(format!("deleted host table inet {old}"));
         }
-        nft::delete_table(&table)?;
-        Ok(vec![format!("deleted host table inet {table}")])
+        let veth = format!("{name}0");
+        let lock = host_table::lock_dir(&undo.root);
+        if host_table::has_part(name, &veth)? {
+            host_table::remove(name, &veth, None, &lock)?;
+            out.push(removed_line(name));
+            out.extend(release_shared_base(&lock)?);
+        }
+        Ok(out)
     }
 }
 
+fn removed_line(sandbox: &str) -> String {
+    format!(
+        "removed {sandbox}'s chains, sets and map elements from host table inet {}",
+        host_table::TABLE
+    )
+}
+
+/// The shared host table is a host resource, not this sandbox's: it goes
+/// when no sandbox is left in it. The one call site of
+/// `remove_base_if_unused` for now; the host scope (src/host.rs) takes it
+/// over when its last holder leaves.
+fn release_shared_base(lock: &Path) -> Result<Vec<String>> {
+    Ok(if host_table::remove_base_if_unused(lock)? {
+        vec![format!(
+            "deleted host table inet {} (no sandbox left in it)",
+            host_table::TABLE
+        )]
+    } else {
+        vec![]
+    })
+}
+
+/// What the host side of a run is to do.
+struct HostWork {
+    /// This sandbox's part of the shared table, as generated now (None:
+    /// `--no-host-networking`).
+    want: Option<Table>,
+    /// An earlier run put a part of this sandbox in the shared table.
+    had_shared: bool,
+    /// An older version's host table of this sandbox, to delete.
+    legacy: Option<String>,
+    shared: Shared,
+    lock: PathBuf,
+}
+
 /// The two nft runs, side by side (one per namespace).
-fn both_tables(
-    inside: Table,
-    host: Option<Table>,
-    path: PathBuf,
-    netns_name: String,
-    known: bool,
-    had_host: bool,
-) -> Result<Vec<String>> {
+fn both_tables(inside: Table, host: HostWork, path: PathBuf, netns_name: String, known: bool) -> Result<Vec<String>> {
     let (inside_done, host_done) = std::thread::scope(|s| {
-        let on_host = s.spawn(|| host_side(host.as_ref(), had_host, &inside.name));
+        let on_host = s.spawn(|| host_side(&host));
         let inside_done = install_inside(&inside, &path, known);
         let host_done = on_host.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
         (inside_done, host_done)
@@ -181,43 +289,60 @@ fn install_inside(t: &Table, path: &Path, known: bool) -> Result<bool> {
     })
 }
 
-/// Install the host table (`want`), or remove one an earlier run left
-/// when it is no longer wanted.
-fn host_side(want: Option<&Table>, had: bool, name: &str) -> Result<Vec<String>> {
-    match want {
-        Some(t) => {
-            // Refusals the host table counted are kept until a setup has
-            // seen them: they go into its output and the audit log, and
-            // `status` counts only those after it.
-            // One listing serves both: what the table counted, and whether
-            // it is as generated now.
-            let listed = if had { nft::list_table(&t.name)? } else { None };
-            let seen = denials::from_listing(listed.as_ref(), Where::Host);
-            let cleared = |out: &mut Vec<String>| {
-                if !seen.is_empty() {
-                    out.push(format!("{CLEARED} {} before this setup", denials::summary(&seen)));
-                }
-            };
-            let mut out = Vec::new();
-            if had && nft::matches(t, listed.as_ref()) {
-                if !seen.is_empty() {
-                    nft::flush_sets(&t.name, &[DENIED4, DENIED6])?;
-                }
-                cleared(&mut out);
-                return Ok(out);
-            }
-            // Replacing the table starts its sets afresh.
-            nft::apply(t, !had)?;
-            out.push(describe_host(t).replacen("install", "installed", 1));
-            cleared(&mut out);
-            Ok(out)
+/// Put this sandbox's part of the shared host table in place (`want`),
+/// or take out one an earlier run left when it is no longer wanted; an
+/// older version's host table goes in the same transaction.
+fn host_side(w: &HostWork) -> Result<Vec<String>> {
+    let legacy = w.legacy.as_deref();
+    let Some(t) = &w.want else {
+        let mut out = Vec::new();
+        if w.had_shared {
+            host_table::remove(&w.shared.sandbox, &w.shared.veth, legacy, &w.lock)?;
+            out.push(format!("{} (--no-host-networking)", removed_line(&w.shared.sandbox)));
+        } else if let Some(old) = legacy {
+            nft::delete_table(old)?;
+            out.push(format!("deleted host table inet {old} (--no-host-networking)"));
         }
-        None if had => {
-            nft::delete_table(name)?;
-            Ok(vec![format!("deleted host table inet {name} (--no-host-networking)")])
+        return Ok(out);
+    };
+    // Refusals the host rules counted are kept until a setup has seen
+    // them: they go into its output and the audit log, and `status`
+    // counts only those after it. One listing serves both: what was
+    // counted, and whether the part is as generated now.
+    let listed = if w.had_shared { nft::listing(t)? } else { None };
+    // Something of ours missing fails the whole listing: the sets then
+    // are read on their own (their counts, and whether to re-add them).
+    let sets = match (&listed, w.had_shared) {
+        (None, true) => host_table::list_sets(&w.shared.sandbox)?,
+        _ => None,
+    };
+    let seen = denials::from_listing(listed.as_ref().or(sets.as_ref()), Where::Host);
+    let cleared = |out: &mut Vec<String>| {
+        if !seen.is_empty() {
+            out.push(format!("{CLEARED} {} before this setup", denials::summary(&seen)));
         }
-        None => Ok(vec![]),
+    };
+    let mut out = Vec::new();
+    if w.had_shared && nft::matches(t, listed.as_ref()) {
+        if !seen.is_empty() {
+            let (v4, v6) = t.denied_sets();
+            nft::flush_sets(&t.name, &[&v4, &v6])?;
+        }
+        cleared(&mut out);
+        return Ok(out);
     }
+    // Replacing the part starts its sets afresh.
+    let sets_exist = listed.is_some() || sets.is_some();
+    host_table::install(t, sets_exist, legacy, &w.lock)?;
+    out.push(describe_host(t).replacen("install", "installed", 1));
+    if let Some(old) = legacy {
+        out.push(format!(
+            "deleted host table inet {old} (an older version's; moved into {})",
+            host_table::TABLE
+        ));
+    }
+    cleared(&mut out);
+    Ok(out)
 }
 
 /// How a plan, and a setup, say the host refusals they clear.
@@ -236,6 +361,6 @@ fn describe_inside(t: &Table, netns: &str) -> String {
 }
 
 fn describe_host(t: &Table) -> String {
-    let chains: Vec<&str> = t.chains.iter().map(|c| c.name).collect();
-    format!("install host table inet {} (chains {})", t.name, chains.join(", "))
+    let chains: Vec<&str> = t.chains.iter().map(|c| c.name.as_str()).collect();
+    format!("install host chains {} in table inet {}", chains.join(", "), t.name)
 }

@@ -40,7 +40,7 @@ pub fn delete_table(name: &str) -> Result<()> {
     run(&batch, &format!("delete table inet {name}"))
 }
 
-/// Empty sets of our table (their elements and counters), in one batch.
+/// Empty sets of ours (their elements and counters), in one batch.
 pub fn flush_sets(table: &str, sets: &[&str]) -> Result<()> {
     let objects: Vec<serde_json::Value> = sets
         .iter()
@@ -97,18 +97,34 @@ fn shape_of(doc: &serde_json::Value) -> Vec<ChainShape> {
     chains
 }
 
-/// Whether our table is in place exactly as `t` generates it: the
-/// fingerprint chain is there and no chain was flushed, edited or loosened.
+/// Whether our table (or our part of the shared host table) is in place
+/// exactly as `t` generates it: the fingerprint is there and no chain was
+/// flushed, edited or loosened, no dispatch element lost.
 pub fn is_current(t: &Table) -> Result<bool> {
-    Ok(matches(t, list_table(&t.name)?.as_ref()))
+    Ok(matches(t, listing(t)?.as_ref()))
 }
 
-/// Whether a listing (`list_table`) shows `t` as generated now.
+/// `t` as `nft` lists it: the whole table of our own, or in the shared
+/// host table only `t`'s part (its chains, sets, the base and the maps).
+pub fn listing(t: &Table) -> Result<Option<serde_json::Value>> {
+    match t.dispatch {
+        None => list_table(&t.name),
+        Some(_) => firewall::host_table::list(t),
+    }
+}
+
+/// Whether a listing (`listing`) shows `t` as generated now.
 pub fn matches(t: &Table, listed: Option<&serde_json::Value>) -> bool {
     let Some(mut have) = listed.map(shape_of) else {
         return false;
     };
-    let mut want = t.shape();
+    if t.dispatch.is_some() && listed.is_some_and(|doc| !firewall::host_table::dispatch_ok(t, doc)) {
+        return false;
+    }
+    let mut want = match t.dispatch {
+        None => t.shape(),
+        Some(_) => firewall::host_table::shape(t),
+    };
     have.sort_by(|a, b| a.name.cmp(&b.name));
     want.sort_by(|a, b| a.name.cmp(&b.name));
     have == want
@@ -167,14 +183,61 @@ pub fn kernel_support() -> std::result::Result<(), String> {
     }
 }
 
+/// Run a JSON batch (`nft -j -f -`); what nft printed (listings). Its
+/// stderr is read, not inherited (the `nftables` crate's runner lets it
+/// through to ours): an error's cause is in it.
+pub fn run_json(batch: &serde_json::Value, op: &str) -> Result<String> {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let failed = |cause: String| Error::Nft { op: op.into(), cause };
+    let mut child = Command::new(NFT)
+        .args(["-j", "-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| failed(format!("cannot run `{NFT}`: {e}")))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(batch.to_string().as_bytes())
+            .map_err(|e| failed(format!("cannot write to `{NFT}`: {e}")))?;
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(|e| failed(format!("cannot wait for `{NFT}`: {e}")))?;
+    if !out.status.success() {
+        return Err(failed(String::from_utf8_lossy(&out.stderr).trim().to_string()));
+    }
+    String::from_utf8(out.stdout).map_err(|e| failed(format!("output not UTF-8: {e}")))
+}
+
+/// Run a batch of `list` commands (our own chains, sets, maps by name) and
+/// merge what they print into one document; None when any of them is not
+/// there (nft then fails the whole run).
+pub fn list_objects(batch: &serde_json::Value, op: &str) -> Result<Option<serde_json::Value>> {
+    let out = match run_json(batch, op) {
+        Ok(out) => out,
+        Err(Error::Nft { cause, .. }) if cause.contains("No such file") => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    // One JSON document per list command.
+    let mut merged = Vec::new();
+    for doc in serde_json::Deserializer::from_str(&out).into_iter::<serde_json::Value>() {
+        let doc = doc.map_err(|e| Error::Nft {
+            op: op.into(),
+            cause: format!("unreadable JSON from nft: {e}"),
+        })?;
+        merged.extend(doc["nftables"].as_array().cloned().unwrap_or_default());
+    }
+    Ok(Some(serde_json::json!({ "nftables": merged })))
+}
+
 fn run(batch: &impl serde::Serialize, op: &str) -> Result<()> {
-    let payload = serde_json::to_string(batch).map_err(|e| Error::Nft {
+    let payload = serde_json::to_value(batch).map_err(|e| Error::Nft {
         op: op.into(),
         cause: e.to_string(),
     })?;
-    helper::apply_ruleset_raw(&payload, Some(NFT), std::iter::empty::<&str>())
-        .map(drop)
-        .map_err(|e| nft_error(op, e))
+    run_json(&payload, op).map(drop)
 }
 
 fn nft_error(op: &str, e: NftablesError) -> Error {

@@ -66,6 +66,8 @@ pub const DNS_B: &str = "203.0.113.54";
 pub const HOST_IF: &str = "sandbox0";
 pub const PEER_IF: &str = "eth0";
 pub const TABLE: &str = "sandbox_sandbox";
+/// The host table every sandbox shares (each has its chains in it).
+pub const HOST_TABLE: &str = "sandbox_host";
 /// The fake host's uplink interface.
 pub const UPLINK_IF: &str = "inet0";
 
@@ -160,6 +162,9 @@ pub enum Ns {
     Internet,
     /// The sandbox's namespace, `<root>/run/netns/sandbox0` (must exist).
     Sandbox,
+    /// Another sandbox's namespace, `<root>/run/netns/<this>` (`--name
+    /// box` makes `box0`).
+    Netns(&'static str),
 }
 
 struct Namespaces {
@@ -255,7 +260,10 @@ impl FakeHost {
     /// Processes `f` spawns inherit both. Panics in `f` are re-raised here.
     pub fn in_ns<T: Send>(&self, ns: Ns, f: impl FnOnce() -> T + Send) -> T {
         let nss = self.namespaces();
-        let sandbox = self.sandbox_netns();
+        let sandbox = match ns {
+            Ns::Netns(name) => self.root.join("run/netns").join(name),
+            _ => self.sandbox_netns(),
+        };
         std::thread::scope(|s| {
             let worker = s.spawn(move || {
                 // setns into a mount namespace needs an fs_struct of our own.
@@ -266,7 +274,7 @@ impl FakeHost {
                     Ns::Internet => {
                         setns(&nss.internet_net, CloneFlags::CLONE_NEWNET).expect("enter the internet's netns")
                     }
-                    Ns::Sandbox => {
+                    Ns::Sandbox | Ns::Netns(_) => {
                         let f = File::open(&sandbox)
                             .unwrap_or_else(|e| panic!("open the sandbox netns {}: {e}", sandbox.display()));
                         setns(&f, CloneFlags::CLONE_NEWNET)
