@@ -28,10 +28,12 @@
 //! maps and the base chains are not read back: every install rewrites
 //! them, and one transaction adds or removes all of a sandbox's elements.
 //!
-//! The table itself is a shared host resource: [`remove_base_if_unused`]
-//! deletes it when no map holds an element any more. A host-wide `flock`
-//! (shared while a sandbox's objects change, exclusive while the base
-//! goes) keeps a removal from taking a table that another run is filling.
+//! The table itself is a shared host resource, held in the host record
+//! (`host`, resource `host-table`): the last holder calls
+//! [`remove_base_if_unused`], which deletes it when no map holds an element
+//! any more. An inner `flock` on the state directory (shared while a
+//! sandbox's objects change, exclusive while the base goes) also covers a
+//! sweep that has no host record to go by.
 
 use std::path::Path;
 

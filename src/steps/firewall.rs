@@ -18,8 +18,9 @@ use serde_json::Value;
 use crate::engine::{data, Recorder, Step, Undo};
 use crate::error::Result;
 use crate::firewall::{denials, generate, host_table, Table, Where};
+use crate::host::{self, Resource};
 use crate::inventory::Inventory;
-use crate::spec::Spec;
+use crate::spec::{Root, Spec};
 use crate::sys::{netns, nft};
 
 pub struct EgressRules;
@@ -164,8 +165,15 @@ impl Step for EgressRules {
             r.shared = None;
             r.legacy = None;
             rec.put(&r)?;
-            out.extend(release_shared_base(&lock)?);
+            out.extend(release_shared_base(&spec.root, &spec.name, &lock)?);
             return Ok(out);
+        }
+        if host_work.want.is_some() {
+            // Held before our part goes in: the last other sandbox leaving
+            // meanwhile does not take the table from under it.
+            host::with(&spec.root, |h| {
+                h.hold(Resource::HostTable, &spec.name, || Ok(Value::Null))
+            })?;
         }
         // Both runs are mostly nft's start-up: the next steps go on
         // meanwhile, and the veth waits for them.
@@ -189,12 +197,14 @@ impl Step for EgressRules {
                 if let Some(old) = legacy {
                     out.push(format!("deleted host table inet {old} (an older version's)"));
                 }
-                out.extend(release_shared_base(&lock)?);
+                out.extend(release_shared_base(&undo.root, &undo.name, &lock)?);
             }
             (_, Some(old)) => {
                 // A record of an older version: its own host table.
                 nft::delete_table(&old)?;
                 out.push(format!("deleted host table inet {old}"));
+                // What the host record may say this sandbox holds.
+                out.extend(release_shared_base(&undo.root, &undo.name, &lock)?);
             }
             _ => {}
         }
@@ -219,7 +229,7 @@ impl Step for EgressRules {
         if host_table::has_part(name, &veth)? {
             host_table::remove(name, &veth, None, &lock)?;
             out.push(removed_line(name));
-            out.extend(release_shared_base(&lock)?);
+            out.extend(release_shared_base(&undo.root, name, &lock)?);
         }
         Ok(out)
     }
@@ -232,18 +242,27 @@ fn removed_line(sandbox: &str) -> String {
     )
 }
 
-/// The shared host table is a host resource, not this sandbox's: it goes
-/// when no sandbox is left in it. The one call site of
-/// `remove_base_if_unused` for now; the host scope (src/host.rs) takes it
-/// over when its last holder leaves.
-fn release_shared_base(lock: &Path) -> Result<Vec<String>> {
-    Ok(if host_table::remove_base_if_unused(lock)? {
-        vec![format!(
-            "deleted host table inet {} (no sandbox left in it)",
-            host_table::TABLE
-        )]
-    } else {
-        vec![]
+/// The shared host table is a host resource, not this sandbox's: the host
+/// record's last holder deletes it (and only if no sandbox's part is left
+/// in it, which it checks by listing its dispatch map). Without a host
+/// record that knows it (a sweep after both records were lost), the
+/// listing alone decides.
+fn release_shared_base(root: &Root, name: &str, lock: &Path) -> Result<Vec<String>> {
+    let delete = || -> Result<Vec<String>> {
+        Ok(if host_table::remove_base_if_unused(lock)? {
+            vec![format!(
+                "deleted host table inet {} (no sandbox left in it)",
+                host_table::TABLE
+            )]
+        } else {
+            vec![]
+        })
+    };
+    host::with(root, |h| {
+        if h.holders(Resource::HostTable).is_empty() {
+            return delete();
+        }
+        h.release(Resource::HostTable, name, |_| delete())
     })
 }
 
