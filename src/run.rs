@@ -87,6 +87,12 @@ fn dispatch(cli: &Cli) -> Result<i32> {
         Command::Status(args) => ok(status(args)),
         Command::Log(args) => ok(log(args)),
         Command::Doctor(args) => ok(crate::doctor::run(args)),
+        Command::Resolver(a) => ok(crate::resolver::run(&a.name, &a.root)),
+        Command::Policy(crate::cli::PolicyCommand::Suggest(a)) => {
+            let text = crate::resolver::suggest::suggest_file(&crate::spec::Root(a.root.clone()), &a.name)?;
+            crate::out::stdout_bytes(text.as_bytes());
+            Ok(EXIT_OK)
+        }
         Command::Completions { shell } => {
             // Rendered in memory: the generator panics on a write error
             // (a reader that went away).

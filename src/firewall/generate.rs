@@ -19,7 +19,21 @@ pub struct Allow {
     pub why: String,
     /// Leaves the host (needs forwarding and masquerade), or ends on it.
     pub forwarded: bool,
+    /// A host-name destination: inside the namespace the rule matches this
+    /// set, which our resolver fills with the addresses it answered; on the
+    /// host (`to`/`except`) it stands for any public address.
+    pub set: Option<String>,
 }
+
+/// The nft set (in the namespace's table) of host-name destination `i`
+/// (0-based index in the policy's destinations; the name counts from 1,
+/// as plans and errors do).
+pub fn host_set(i: usize) -> String {
+    format!("host_{}", i + 1)
+}
+
+/// Where DNS from the sandbox goes when our resolver answers it.
+pub const RESOLVER_PORT: u16 = 53;
 
 /// Every way out, in the order the rules list them.
 pub fn allowlist(spec: &Spec) -> Vec<Allow> {
@@ -30,14 +44,27 @@ pub fn allowlist(spec: &Spec) -> Vec<Allow> {
         ports.push(side.guardrail_port.0);
     }
     let mut out = vec![Allow {
-        to: host,
+        to: host.clone(),
         except: vec![],
         protocol: Protocol::Tcp,
         ports,
         why: "the sidecar on the host IP".into(),
         forwarded: false,
+        set: None,
     }];
-    if spec.policy.dns.allow && !spec.dns.is_empty() {
+    if spec.uses_resolver() {
+        for protocol in [Protocol::Udp, Protocol::Tcp] {
+            out.push(Allow {
+                to: host.clone(),
+                except: vec![],
+                protocol,
+                ports: vec![RESOLVER_PORT],
+                why: "DNS to our resolver on the host IP (it answers only allowed names)".into(),
+                forwarded: false,
+                set: None,
+            });
+        }
+    } else if spec.policy.dns.allow && !spec.dns.is_empty() {
         let resolvers: Vec<Ipv4Net> = spec.dns.iter().map(|ip| Ipv4Net::from(*ip)).collect();
         for protocol in [Protocol::Udp, Protocol::Tcp] {
             out.push(Allow {
@@ -47,21 +74,39 @@ pub fn allowlist(spec: &Spec) -> Vec<Allow> {
                 ports: vec![53],
                 why: "DNS to the listed resolvers".into(),
                 forwarded: true,
+                set: None,
             });
         }
     }
-    for d in &spec.policy.destinations {
-        let (to, except) = match d.to {
-            Target::Public => (vec![], not_public()),
-            Target::Net(n) => (vec![n], vec![]),
+    for (i, d) in spec.policy.destinations.iter().enumerate() {
+        let (to, except, set) = match &d.to {
+            Target::Public => (vec![], not_public(), None),
+            Target::Net(n) => (vec![*n], vec![], None),
+            Target::Host(h) => (vec![], not_public(), Some((host_set(i), h))),
+        };
+        let why = match &set {
+            Some((_, h)) => format!("{h}: {}", d.why),
+            None => d.why.clone(),
         };
         out.push(Allow {
             to,
             except,
             protocol: d.protocol,
             ports: d.ports.iter().map(|p| p.0).collect(),
-            why: d.why.clone(),
+            why,
             forwarded: true,
+            set: set.map(|(s, _)| s),
+        });
+    }
+    if spec.audit {
+        out.push(Allow {
+            to: vec![],
+            except: not_public(),
+            protocol: Protocol::Tcp,
+            ports: vec![80, 443],
+            why: "audit mode: web to public addresses, every new connection recorded".into(),
+            forwarded: true,
+            set: None,
         });
     }
     out
@@ -71,8 +116,15 @@ fn not_public() -> Vec<Ipv4Net> {
     NOT_PUBLIC.iter().filter_map(|s| s.parse().ok()).collect()
 }
 
-fn allow_conds(a: &Allow) -> Vec<Cond> {
+/// `inside`: for the namespace's table, where a host-name rule matches
+/// its set of answered addresses.
+fn allow_conds(a: &Allow, inside: bool) -> Vec<Cond> {
     let mut c = Vec::new();
+    if let (true, Some(set)) = (inside, &a.set) {
+        c.push(Cond::DstSet(set.clone()));
+        c.push(Cond::Port(a.protocol, a.ports.clone()));
+        return c;
+    }
     if !a.to.is_empty() {
         c.push(Cond::DstIp(a.to.clone()));
     }
@@ -85,6 +137,8 @@ fn allow_conds(a: &Allow) -> Vec<Cond> {
 
 /// The comment of every [`Verdict::Record`] rule.
 pub const RECORD: &str = "refusals are counted per destination and logged";
+/// The comment of the [`Verdict::Observe`] rule (audit mode).
+pub const OBSERVE: &str = "audit mode: every new connection is recorded per destination";
 
 fn rule(when: Vec<Cond>, then: Verdict, why: impl Into<String>) -> Rule {
     Rule {
@@ -114,8 +168,13 @@ pub fn netns_table(spec: &Spec) -> Table {
         rule(vec![Cond::Ipv6], Verdict::Record, RECORD),
         rule(vec![Cond::Ipv6], Verdict::Reject, "IPv6 is closed"),
     ]);
-    for a in allowlist(spec) {
-        output.push(rule(allow_conds(&a), Verdict::Accept, a.why));
+    if spec.audit {
+        output.push(rule(vec![], Verdict::Observe, OBSERVE));
+    }
+    let allows = allowlist(spec);
+    let name_sets = allows.iter().filter_map(|a| a.set.clone()).collect();
+    for a in allows {
+        output.push(rule(allow_conds(&a, true), Verdict::Accept, a.why));
     }
     output.push(rule(vec![], Verdict::Record, RECORD));
     output.push(rule(vec![], Verdict::Reject, "anything else is refused"));
@@ -149,6 +208,8 @@ pub fn netns_table(spec: &Spec) -> Table {
             chain("input", Hook::Input, true, input),
             chain("output", Hook::Output, true, output),
         ],
+        name_sets,
+        observe: spec.audit,
     }
 }
 
@@ -206,7 +267,7 @@ pub fn host_table(spec: &Spec) -> Table {
     ];
     for a in &allows {
         let mut when = from_sandbox();
-        when.extend(allow_conds(a));
+        when.extend(allow_conds(a, false));
         let target = if a.forwarded { &mut forward } else { &mut input };
         target.push(rule(when, Verdict::Accept, a.why.clone()));
     }
@@ -247,6 +308,8 @@ pub fn host_table(spec: &Spec) -> Table {
         name: spec.net.table.clone(),
         log_prefix: format!("sandbox {} host deny: ", spec.name),
         chains,
+        name_sets: vec![],
+        observe: false,
     }
 }
 

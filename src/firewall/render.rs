@@ -12,7 +12,7 @@ use nftables::stmt::{Counter, Limit, Log, LogLevel, Match, Operator, Reject, Rej
 use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook, RejectCode};
 
 use super::{Chain, Cond, Hook, Rule, Table, Verdict};
-use super::{DENIED4, DENIED6, DENIED_SIZE, DENIED_TIMEOUT_S, LOG_BURST, LOG_PER_MINUTE};
+use super::{DENIED4, DENIED6, DENIED_SIZE, DENIED_TIMEOUT_S, LOG_BURST, LOG_PER_MINUTE, SEEN4, SEEN_TIMEOUT_S};
 
 /// The batch that (re)creates `t` atomically: "add table; delete table"
 /// first, so a stale or drifted copy of our table goes, and nothing else in
@@ -35,7 +35,14 @@ pub fn to_nft_json(t: &Table, fresh: bool) -> Nftables<'static> {
         name: t.marker_chain().into(),
         ..Default::default()
     })));
-    for (name, addr) in [(DENIED4, SetType::Ipv4Addr), (DENIED6, SetType::Ipv6Addr)] {
+    let mut counted = vec![
+        (DENIED4, SetType::Ipv4Addr, DENIED_TIMEOUT_S),
+        (DENIED6, SetType::Ipv6Addr, DENIED_TIMEOUT_S),
+    ];
+    if t.observe {
+        counted.push((SEEN4, SetType::Ipv4Addr, SEEN_TIMEOUT_S));
+    }
+    for (name, addr, timeout) in counted {
         objs.push(add(NfListObject::Set(Box::new(schema::Set {
             family: NfFamily::INet,
             table: t.name.clone().into(),
@@ -44,8 +51,20 @@ pub fn to_nft_json(t: &Table, fresh: bool) -> Nftables<'static> {
             // nft 1.0.6 refuses "dynamic" in JSON; it sets the flag itself
             // for a set that a rule updates from the packet path.
             flags: Some([SetFlag::Timeout].into_iter().collect()),
-            timeout: Some(DENIED_TIMEOUT_S),
+            timeout: Some(timeout),
             size: Some(DENIED_SIZE),
+            ..Default::default()
+        }))));
+    }
+    // The resolver's sets: no default timeout, each element brings its own
+    // (the answer's TTL, clamped).
+    for name in &t.name_sets {
+        objs.push(add(NfListObject::Set(Box::new(schema::Set {
+            family: NfFamily::INet,
+            table: t.name.clone().into(),
+            name: name.clone().into(),
+            set_type: SetTypeValue::Single(SetType::Ipv4Addr),
+            flags: Some([SetFlag::Timeout].into_iter().collect()),
             ..Default::default()
         }))));
     }
@@ -88,6 +107,13 @@ pub fn to_nft_value(t: &Table, fresh: bool) -> serde_json::Result<serde_json::Va
     let mut v = serde_json::to_value(to_nft_json(t, fresh))?;
     for obj in v["nftables"].as_array_mut().into_iter().flatten() {
         if let Some(set) = obj.pointer_mut("/add/set").and_then(|s| s.as_object_mut()) {
+            let counted = set
+                .get("name")
+                .and_then(|n| n.as_str())
+                .is_some_and(|n| [DENIED4, DENIED6, SEEN4].contains(&n));
+            if !counted {
+                continue;
+            }
             set.insert("stmt".into(), serde_json::json!([{ "counter": null }]));
         }
     }
@@ -145,6 +171,21 @@ fn rule_exprs(r: &Rule, log_prefix: &str) -> Vec<Vec<Statement<'static>>> {
         Verdict::Accept => vec![with(None, vec![Statement::Accept(None)])],
         Verdict::Drop => vec![with(None, vec![Statement::Drop(None)])],
         Verdict::Masquerade => vec![with(None, vec![Statement::Masquerade(None)])],
+        Verdict::Observe => {
+            let mut count = conds.clone();
+            count.push(meta_eq(MetaKey::Nfproto, "ipv4"));
+            count.push(l4_tcp_udp());
+            count.push(Statement::Set(nftables::stmt::Set {
+                op: SetOp::Update,
+                elem: Expression::Named(NamedExpression::Concat(vec![
+                    payload("ip", "daddr"),
+                    Expression::Named(NamedExpression::Meta(Meta { key: MetaKey::L4proto })),
+                    payload("th", "dport"),
+                ])),
+                set: format!("@{SEEN4}").into(),
+            }));
+            vec![count]
+        }
         Verdict::Record => {
             let v6 = r.when.contains(&Cond::Ipv6);
             let (family, set, addr) = if v6 {
@@ -226,6 +267,17 @@ fn tcp_reset(r: &Rule) -> bool {
     !(from_a_link && r.when.contains(&Cond::Ipv6))
 }
 
+fn l4_tcp_udp() -> Statement<'static> {
+    matches(
+        Expression::Named(NamedExpression::Meta(Meta { key: MetaKey::L4proto })),
+        Operator::EQ,
+        Expression::Named(NamedExpression::Set(vec![
+            SetItem::Element(Expression::String("tcp".into())),
+            SetItem::Element(Expression::String("udp".into())),
+        ])),
+    )
+}
+
 fn counter() -> Statement<'static> {
     Statement::Counter(Counter::Anonymous(None))
 }
@@ -291,6 +343,7 @@ fn cond(c: &Cond) -> Statement<'static> {
         Cond::SrcIp(n) => matches(payload("ip", "saddr"), Operator::EQ, net(n)),
         Cond::DstIp(ns) => matches(payload("ip", "daddr"), Operator::EQ, nets(ns)),
         Cond::NotDstIp(ns) => matches(payload("ip", "daddr"), Operator::NEQ, nets(ns)),
+        Cond::DstSet(set) => matches(payload("ip", "daddr"), Operator::EQ, s(&format!("@{set}"))),
         Cond::Port(proto, ps) => matches(payload(proto.as_str(), "dport"), Operator::EQ, ports(ps)),
         Cond::Established => matches(
             Expression::Named(NamedExpression::CT(CT {
@@ -325,10 +378,22 @@ fn cond(c: &Cond) -> Statement<'static> {
 /// nft syntax, as `nft list table` would print it (modulo handles).
 pub fn to_nft_text(t: &Table) -> String {
     let mut out = format!("table inet {} {{\n\tchain {} {{\n\t}}\n", t.name, t.marker_chain());
-    for (name, addr) in [(DENIED4, "ipv4_addr"), (DENIED6, "ipv6_addr")] {
+    let mut counted = vec![
+        (DENIED4, "ipv4_addr", DENIED_TIMEOUT_S),
+        (DENIED6, "ipv6_addr", DENIED_TIMEOUT_S),
+    ];
+    if t.observe {
+        counted.push((SEEN4, "ipv4_addr", SEEN_TIMEOUT_S));
+    }
+    for (name, addr, timeout) in counted {
         out.push_str(&format!(
             "\tset {name} {{\n\t\ttype {addr} . inet_proto . inet_service\n\t\tsize {DENIED_SIZE}\n\t\tflags dynamic,timeout\n\t\tcounter\n\t\ttimeout {}h\n\t}}\n",
-            DENIED_TIMEOUT_S / 3600
+            timeout / 3600
+        ));
+    }
+    for name in &t.name_sets {
+        out.push_str(&format!(
+            "\tset {name} {{\n\t\ttype ipv4_addr\n\t\tflags timeout\n\t}}\n"
         ));
     }
     for c in &t.chains {
@@ -372,6 +437,14 @@ pub fn rule_text(r: &Rule, log_prefix: &str) -> Vec<String> {
         Verdict::Accept => vec![line(conds, "accept")],
         Verdict::Drop => vec![line(conds, "drop")],
         Verdict::Masquerade => vec![line(conds, "masquerade")],
+        Verdict::Observe => {
+            let mut count = conds;
+            count.push("meta nfproto ipv4 meta l4proto { tcp, udp }".into());
+            vec![line(
+                count,
+                &format!("update @{SEEN4} {{ ip daddr . meta l4proto . th dport }}"),
+            )]
+        }
         Verdict::Record => {
             let v6 = r.when.contains(&Cond::Ipv6);
             let (set, addr) = if v6 { (DENIED6, "ip6") } else { (DENIED4, "ip") };
@@ -424,6 +497,7 @@ fn cond_text(c: &Cond) -> String {
         Cond::SrcIp(n) => format!("ip saddr {}", nets_text(std::slice::from_ref(n))),
         Cond::DstIp(ns) => format!("ip daddr {}", nets_text(ns)),
         Cond::NotDstIp(ns) => format!("ip daddr != {}", nets_text(ns)),
+        Cond::DstSet(set) => format!("ip daddr @{set}"),
         Cond::Port(proto, ps) => {
             let list = match ps.as_slice() {
                 [p] => p.to_string(),

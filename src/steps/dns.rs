@@ -34,7 +34,13 @@ struct FileRecord {
 
 pub fn resolv_conf(spec: &Spec) -> String {
     let mut s = header(spec);
-    if spec.policy.dns.allow && !spec.dns.is_empty() {
+    if spec.uses_resolver() {
+        s.push_str(&format!(
+            "# Our resolver on the host IP: it answers only the names policy {} allows.\nnameserver {}\n",
+            spec.policy_name, spec.net.host_ip
+        ));
+        s.push_str("options timeout:2 attempts:2\n");
+    } else if spec.policy.dns.allow && !spec.dns.is_empty() {
         for ip in &spec.dns {
             s.push_str(&format!("nameserver {ip}\n"));
         }

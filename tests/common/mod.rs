@@ -24,6 +24,7 @@
 
 #![allow(dead_code)] // each test file uses a different part of the harness
 
+pub mod dns;
 pub mod openclaw;
 
 use std::collections::BTreeMap;
