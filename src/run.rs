@@ -829,6 +829,9 @@ mod tests {
                 layer: crate::firewall::denials::Where::Netns,
                 last: None,
             }],
+            names: vec![],
+            dns_denials: Default::default(),
+            dns_rebinding: Default::default(),
         };
         let text = metrics(&s);
         assert!(text.contains("sandbox_healthy{sandbox=\"a\"} 0\n"), "{text}");
