@@ -412,14 +412,84 @@ mod tests {
         let (_, default) = Policy::load("default").expect("default");
         let (_, permissive) = Policy::load("permissive").expect("permissive");
         assert!(!strict.dns.allow && strict.destinations.is_empty());
-        assert!(default.dns.allow && default.destinations.is_empty());
-        assert!(permissive.dns.allow);
-        assert_eq!(permissive.destinations.len(), 1);
-        assert_eq!(permissive.destinations[0].to, Target::Public);
-        assert_eq!(permissive.destinations[0].ports, vec![Port(80), Port(443)]);
+        // DefenseClaw's lists, by name; permissive is default plus the LLM APIs.
+        let names = |p: &Policy| -> Vec<String> { p.host_rules().map(|(_, h, _)| h.to_string()).collect() };
+        let d = names(&default);
+        for n in [
+            "*.telegram.org",
+            "*.slack.com",
+            "hooks.slack.com",
+            "*.discord.com",
+            "gateway.discord.gg",
+            "registry.npmjs.org",
+            "openclaw.ai",
+            "*.openclaw.ai",
+        ] {
+            assert!(d.contains(&n.to_string()), "default lacks {n}: {d:?}");
+        }
+        assert!(!d.iter().any(|n| n.contains("anthropic")), "{d:?}");
+        let p = names(&permissive);
+        for n in d
+            .iter()
+            .chain(&["api.anthropic.com".to_string(), "api.openai.com".to_string()])
+        {
+            assert!(p.contains(n), "permissive lacks {n}");
+        }
+        assert_eq!(p.len(), d.len() + 8);
+        assert_eq!(default.destinations.len(), d.len(), "only names");
+        for p in [&default, &permissive] {
+            assert!(p
+                .destinations
+                .iter()
+                .all(|d| d.ports == vec![Port(443)] && d.protocol == Protocol::Tcp));
+        }
         for p in [&strict, &default, &permissive] {
             assert_eq!(p.sidecar, Sidecar::default());
         }
+    }
+
+    #[test]
+    fn host_names_and_wildcards_parse_and_match_whole_labels() {
+        let p = |s: &str| HostPattern::parse(s);
+        let w = p("*.pkg.dev").expect("wildcard");
+        assert!(w.matches("a.pkg.dev") && w.matches("a.b.pkg.dev") && w.matches("A.PKG.DEV."));
+        assert!(!w.matches("pkg.dev") && !w.matches("evilpkg.dev") && !w.matches("pkg.dev.evil.com"));
+        let e = p("Registry.NPMjs.org.").expect("name");
+        assert_eq!(e.to_string(), "registry.npmjs.org");
+        assert!(e.matches("registry.npmjs.org") && !e.matches("x.registry.npmjs.org"));
+        for (bad, why) in [
+            ("a.*.dev", "leftmost"),
+            ("*foo.dev", "leftmost"),
+            ("**.dev", "leftmost"),
+            ("*.dev", "top-level"),
+            ("-a.dev", "not a host name"),
+            ("a..dev", "not a host name"),
+            ("a b.dev", "not a host name"),
+            ("1.2.3.999", "neither an IPv4"),
+        ] {
+            let e = p(bad).expect_err(bad);
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn bad_names_and_ttls_in_a_file_say_where_and_what() {
+        let file = |to: &str| {
+            format!(
+                "description = \"x\"\n[[destination]]\nto = \"{to}\"\nprotocol = \"tcp\"\nports = [443]\nwhy = \"y\"\n"
+            )
+        };
+        let msg = Policy::parse(&file("a.*.pkg.dev"), "f.toml")
+            .expect_err("wildcard")
+            .to_string();
+        assert!(
+            msg.contains("f.toml, line 3") && msg.contains("leftmost label"),
+            "{msg}"
+        );
+        assert!(Policy::parse(&file("*.pkg.dev"), "f").expect("ok").names_hosts());
+        let ttl = "description = \"x\"\n[dns]\nttl_floor = 600\nttl_cap = 60\n";
+        let msg = Policy::parse(ttl, "f").expect_err("floor above cap").to_string();
+        assert!(msg.contains("ttl_floor") && msg.contains("fix"), "{msg}");
     }
 
     #[test]

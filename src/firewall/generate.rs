@@ -391,7 +391,7 @@ mod tests {
 
     #[test]
     fn default_adds_dns_to_listed_resolvers_only() {
-        let s = spec(&["--policy", "default", "--dns", "192.0.2.53"]);
+        let s = spec(&["--policy", crate::testutil::DNS_ONLY_POLICY, "--dns", "192.0.2.53"]);
         let ns = text(&netns_table(&s));
         assert!(ns.contains("ip daddr 192.0.2.53 udp dport 53 accept"), "{ns}");
         assert!(ns.contains("ip daddr 192.0.2.53 tcp dport 53 accept"), "{ns}");
@@ -408,7 +408,7 @@ mod tests {
 
     #[test]
     fn permissive_web_never_reaches_private_or_metadata_ranges() {
-        let s = spec(&["--policy", "permissive"]);
+        let s = spec(&["--policy", crate::testutil::WEB_POLICY]);
         let ns = text(&netns_table(&s));
         let web = ns.lines().find(|l| l.contains("dport { 80, 443 }")).expect("web rule");
         for r in [
@@ -422,6 +422,61 @@ mod tests {
             assert!(web.contains(r), "{r} missing from {web}");
         }
         assert!(web.contains("ip daddr != {"), "{web}");
+    }
+
+    #[test]
+    fn a_host_name_rule_matches_its_set_inside_and_public_addresses_on_the_host() {
+        let s = spec(&["--policy", "default", "--dns", "192.0.2.53"]);
+        let t = netns_table(&s);
+        assert_eq!(t.name_sets.len(), s.policy.destinations.len());
+        let ns = text(&t);
+        assert!(
+            ns.contains("set host_1 {\n\t\ttype ipv4_addr\n\t\tflags timeout\n\t}"),
+            "{ns}"
+        );
+        assert!(
+            ns.contains("ip daddr @host_1 tcp dport 443 accept comment \"*.telegram.org: Telegram"),
+            "{ns}"
+        );
+        // DNS goes to our resolver on the host IP, never to the upstreams.
+        assert!(ns.contains("ip daddr 10.200.0.1 udp dport 53 accept"), "{ns}");
+        assert!(!ns.contains("192.0.2.53"), "{ns}");
+        let host = text(&host_table(&s));
+        assert!(
+            !host.contains("@host_"),
+            "the host table holds no resolver sets: {host}"
+        );
+        assert!(!host.contains("192.0.2.53"), "{host}");
+        let fwd = host
+            .lines()
+            .find(|l| l.contains("*.telegram.org"))
+            .expect("forward rule");
+        assert!(fwd.contains("ip daddr != {") && fwd.contains("169.254.0.0/16"), "{fwd}");
+        // The JSON the kernel gets has the set and the rule's lookup.
+        let json = serde_json::to_string(&crate::firewall::render::to_nft_value(&t, false).expect("json")).expect("s");
+        assert!(
+            json.contains(r#""name":"host_1","type":"ipv4_addr","flags":["timeout"]"#),
+            "{json}"
+        );
+        assert!(json.contains(r#""right":"@host_1""#), "{json}");
+    }
+
+    #[test]
+    fn audit_mode_records_every_new_connection_and_opens_public_web() {
+        let s = spec(&["--policy", "strict", "--mode", "audit"]);
+        let ns = text(&netns_table(&s));
+        let observe = ns
+            .find("update @seen4 { ip daddr . meta l4proto . th dport }")
+            .expect("observe rule");
+        let first_accept = ns.find("ip daddr 10.200.0.1 tcp dport").expect("sidecar rule");
+        assert!(observe < first_accept, "recorded before any accept:\n{ns}");
+        assert!(ns.contains("set seen4 {"), "{ns}");
+        assert!(
+            ns.lines()
+                .any(|l| l.contains("dport { 80, 443 } accept") && l.contains("ip daddr != {")),
+            "{ns}"
+        );
+        assert!(!text(&netns_table(&spec(&["--policy", "strict"]))).contains("seen4"));
     }
 
     #[test]
@@ -535,11 +590,12 @@ mod tests {
 
     #[test]
     fn fingerprint_follows_content() {
-        let a = netns_table(&spec(&["--policy", "default"]));
-        let b = netns_table(&spec(&["--policy", "default", "--dns", "9.9.9.9"]));
+        let dns_only = crate::testutil::DNS_ONLY_POLICY;
+        let a = netns_table(&spec(&["--policy", dns_only]));
+        let b = netns_table(&spec(&["--policy", dns_only, "--dns", "9.9.9.9"]));
         assert_eq!(
             a.fingerprint(),
-            netns_table(&spec(&["--policy", "default"])).fingerprint()
+            netns_table(&spec(&["--policy", dns_only])).fingerprint()
         );
         assert_ne!(a.fingerprint(), b.fingerprint());
         assert!(a.marker_chain().starts_with("gen_"));

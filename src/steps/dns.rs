@@ -206,9 +206,22 @@ mod tests {
 
     #[test]
     fn resolv_conf_lists_the_resolvers() {
-        let s = resolv_conf(&spec(&["--policy", "default", "--dns", "192.0.2.53,192.0.2.54"]));
+        let policy = crate::testutil::DNS_ONLY_POLICY;
+        let s = resolv_conf(&spec(&["--policy", policy, "--dns", "192.0.2.53,192.0.2.54"]));
         assert!(s.contains("nameserver 192.0.2.53\nnameserver 192.0.2.54\n"), "{s}");
         assert!(!s.contains("127.0.0"), "{s}");
+    }
+
+    #[test]
+    fn names_in_the_policy_point_dns_at_our_resolver_only() {
+        for flags in [
+            &["--policy", "default", "--dns", "192.0.2.53"][..],
+            &["--policy", "strict", "--mode", "audit"],
+        ] {
+            let s = resolv_conf(&spec(flags));
+            let servers: Vec<&str> = s.lines().filter(|l| l.starts_with("nameserver")).collect();
+            assert_eq!(servers, ["nameserver 10.200.0.1"], "{flags:?}: {s}");
+        }
     }
 
     #[test]
