@@ -481,6 +481,7 @@ fn dry_run(
     warn(spec);
     let changes = engine::plan_all(steps, spec, previous);
     let unchanged = changes.iter().all(|o| !o.changed());
+    let (names, dns_denials) = report::names(spec);
     let r = Report {
         sandbox: spec.name.clone(),
         policy: spec.policy_name.clone(),
@@ -496,6 +497,8 @@ fn dry_run(
             .iter()
             .map(|p| p.to_string())
             .collect(),
+        names,
+        dns_denials,
     };
     crate::out!("{}", report::render(&r, format));
     if format == Format::Text {

@@ -310,5 +310,11 @@ fn audit_then_suggest_then_enforce_passes_the_same_workload_and_nothing_else() {
     assert_eq!(a.code, ResponseCode::NXDomain);
     let a = ask(&host, Ns::Sandbox, HOST_IP, "a.b.pkg.test", RecordType::A).expect("answer");
     assert_eq!(a.code, ResponseCode::NXDomain, "the suggestion names hosts exactly");
-    host.disable_ok();
+
+    // The record lost: --disable still finds our resolver (by its command
+    // line) and stops it, and removes its files.
+    std::fs::remove_file(host.state_file("sandbox")).expect("remove the record");
+    let run = host.disable_ok();
+    assert!(run.stdout.contains("stopped the resolver of sandbox sandbox"), "{run}");
+    assert!(!host.root().join("var/lib/sandbox/sandbox/resolver.json").exists());
 }

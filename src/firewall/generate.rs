@@ -23,6 +23,8 @@ pub struct Allow {
     /// set, which our resolver fills with the addresses it answered; on the
     /// host (`to`/`except`) it stands for any public address.
     pub set: Option<String>,
+    /// The host name (or wildcard) of such a rule.
+    pub name: Option<String>,
 }
 
 /// The nft set (in the namespace's table) of host-name destination `i`
@@ -51,6 +53,7 @@ pub fn allowlist(spec: &Spec) -> Vec<Allow> {
         why: "the sidecar on the host IP".into(),
         forwarded: false,
         set: None,
+        name: None,
     }];
     if spec.uses_resolver() {
         for protocol in [Protocol::Udp, Protocol::Tcp] {
@@ -62,6 +65,7 @@ pub fn allowlist(spec: &Spec) -> Vec<Allow> {
                 why: "DNS to our resolver on the host IP (it answers only allowed names)".into(),
                 forwarded: false,
                 set: None,
+                name: None,
             });
         }
     } else if spec.policy.dns.allow && !spec.dns.is_empty() {
@@ -75,6 +79,7 @@ pub fn allowlist(spec: &Spec) -> Vec<Allow> {
                 why: "DNS to the listed resolvers".into(),
                 forwarded: true,
                 set: None,
+                name: None,
             });
         }
     }
@@ -88,6 +93,7 @@ pub fn allowlist(spec: &Spec) -> Vec<Allow> {
             Some((_, h)) => format!("{h}: {}", d.why),
             None => d.why.clone(),
         };
+        let name = set.as_ref().map(|(_, h)| h.to_string());
         out.push(Allow {
             to,
             except,
@@ -96,6 +102,7 @@ pub fn allowlist(spec: &Spec) -> Vec<Allow> {
             why,
             forwarded: true,
             set: set.map(|(s, _)| s),
+            name,
         });
     }
     if spec.audit {
@@ -107,6 +114,7 @@ pub fn allowlist(spec: &Spec) -> Vec<Allow> {
             why: "audit mode: web to public addresses, every new connection recorded".into(),
             forwarded: true,
             set: None,
+            name: None,
         });
     }
     out

@@ -30,13 +30,18 @@ struct Ctx {
     cfg: Config,
     rules: Vec<(HostPattern, String)>,
     forbidden: Vec<Ipv4Net>,
-    /// Reopened when the namespace was re-created under us (boot).
-    writer: Mutex<Arc<SetWriter>>,
+    /// The socket, and which namespace (device, inode of the namespace
+    /// file) it was opened in: reopened when the namespace at the path is
+    /// another one (made anew at boot, or after `ip netns del` and a setup).
+    /// A socket keeps its old namespace alive, so writes there would
+    /// succeed and open nothing.
+    writer: Mutex<(Arc<SetWriter>, Option<(u64, u64)>)>,
     stats: Shared,
 }
 
 /// Bind, drop what is no longer needed, serve forever.
 pub fn serve(cfg: Config, stats_path: PathBuf) -> Result<()> {
+    let ns_id = namespace_id(&cfg.netns);
     let writer = SetWriter::open_in(&cfg.netns)?;
     let addr = SocketAddr::from((cfg.listen, cfg.port));
     let udp = UdpSocket::bind(addr).map_err(|e| bind_error(addr, "UDP", e))?;
@@ -47,7 +52,7 @@ pub fn serve(cfg: Config, stats_path: PathBuf) -> Result<()> {
     let ctx = Arc::new(Ctx {
         rules: cfg.patterns(),
         forbidden: super::not_public(),
-        writer: Mutex::new(Arc::new(writer)),
+        writer: Mutex::new((Arc::new(writer), ns_id)),
         cfg,
         stats,
     });
@@ -221,20 +226,26 @@ fn forward(ctx: &Ctx, req: &Message, name: &str, sets: &[String], up: Option<&Ud
     }
 }
 
-/// Add to the set; if the namespace was re-created (the table is gone
-/// from the one our socket is bound to), reopen the socket once.
+/// The namespace a bind-mounted namespace file refers to now.
+fn namespace_id(path: &std::path::Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
+/// Add to the set, through a socket in the namespace the path names now:
+/// reopened when that is another namespace than the socket's, or when a
+/// write fails (the table was re-made), once.
 fn add_to_set(ctx: &Ctx, set: &str, addrs: &[Ipv4Addr], ttl: u32) -> Result<()> {
     let ttl = Duration::from_secs(u64::from(ttl));
-    let writer = ctx.writer.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    match writer.add(&ctx.cfg.table, set, addrs, ttl) {
-        Ok(()) => Ok(()),
-        Err(_) => {
-            let fresh = Arc::new(SetWriter::open_in(&ctx.cfg.netns)?);
-            fresh.add(&ctx.cfg.table, set, addrs, ttl)?;
-            *ctx.writer.lock().unwrap_or_else(|p| p.into_inner()) = fresh;
-            Ok(())
-        }
+    let now = namespace_id(&ctx.cfg.netns);
+    let (writer, opened) = ctx.writer.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    if opened == now && writer.add(&ctx.cfg.table, set, addrs, ttl).is_ok() {
+        return Ok(());
     }
+    let fresh = Arc::new(SetWriter::open_in(&ctx.cfg.netns)?);
+    fresh.add(&ctx.cfg.table, set, addrs, ttl)?;
+    *ctx.writer.lock().unwrap_or_else(|p| p.into_inner()) = (fresh, now);
+    Ok(())
 }
 
 /// The question as we ask it upstream: a fresh id, recursion desired.

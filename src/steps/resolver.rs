@@ -173,6 +173,56 @@ impl Step for Resolver {
         }
         Ok(out)
     }
+
+    /// Without a record: a resolver of this sandbox still running (found by
+    /// its command line) is stopped, and its files in the state directory
+    /// go.
+    fn sweep(&self, undo: &Undo, name: &str) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        for p in orphans(name, &undo.root.0) {
+            stop(&p)?;
+            out.push(format!(
+                "stopped the resolver of sandbox {name} (pid {}, found by its command line)",
+                p.pid
+            ));
+        }
+        let dir = undo.root.state_dir(name);
+        for f in [resolver::CONFIG, resolver::STATS, resolver::LOG] {
+            let path = dir.join(f);
+            if std::fs::remove_file(&path).is_ok() {
+                out.push(format!("removed {}", path.display()));
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// `sandbox resolver --name <name> --root <root>` processes: ours by their
+/// command line (the program is this one, or one of its name).
+fn orphans(name: &str, root: &Path) -> Vec<Process> {
+    let want: Vec<String> = vec![
+        "resolver".into(),
+        "--name".into(),
+        name.into(),
+        "--root".into(),
+        root.display().to_string(),
+    ];
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return vec![];
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()))
+        .filter_map(|pid| {
+            let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            let args: Vec<String> = raw
+                .split(|b| *b == 0)
+                .filter(|a| !a.is_empty())
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
+            let ours = args.len() == 6 && args[0].ends_with("sandbox") && args[1..] == want[..];
+            ours.then(|| start_time(pid).map(|start| Process { pid, start }))?
+        })
+        .collect()
 }
 
 fn names(spec: &Spec) -> String {
