@@ -11,7 +11,7 @@ use std::os::unix::fs::PermissionsExt;
 use common::*;
 
 /// `sandbox setup --root <root> --non-interactive --no-systemd <flags>`, with
-/// `--policy default --dns 203.0.113.53` unless the flags set them.
+/// `--policy policies/examples/dns-only.toml --dns 203.0.113.53` unless the flags set them.
 fn setup_args<'a>(host: &'a FakeHost, flags: &[&'a str]) -> Vec<&'a str> {
     let mut args = vec!["setup", "--root", host.root_str(), "--non-interactive", "--no-systemd"];
     if !flags.contains(&"--policy") {

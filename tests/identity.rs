@@ -256,7 +256,7 @@ fn setup_rerun_disable_and_purge() {
         // Back again (an existing sidecar key is reused), then --purge.
         ok(sandbox(root, &[]));
         let before = fs::read(&key).expect("key");
-        ok(sandbox(root, &["--policy", DNS_ONLY]));
+        ok(sandbox(root, &["--policy", common::DNS_ONLY]));
         assert_eq!(fs::read(&key).expect("key"), before, "existing key reused");
         ok(sandbox(root, &["--disable", "--purge"]));
         assert!(account(root, "sandbox").is_none(), "user removed");
@@ -284,7 +284,7 @@ fn operator_edits_survive_rerun_preset_switch_and_disable() {
         assert_eq!(fs::read_to_string(&rego).expect("rego"), edited);
 
         // Another preset: the edited module stays, unedited files follow.
-        let out = ok(sandbox(root, &["--policy", DNS_ONLY, "--no-guardrail"]));
+        let out = ok(sandbox(root, &["--policy", common::DNS_ONLY, "--no-guardrail"]));
         assert_eq!(fs::read_to_string(&rego).expect("rego"), edited, "{out}");
         let data = fs::read_to_string(h.join(".defenseclaw/policy/data.json")).expect("data");
         assert!(

@@ -35,7 +35,7 @@ struct Ctx {
     /// another one (made anew at boot, or after `ip netns del` and a setup).
     /// A socket keeps its old namespace alive, so writes there would
     /// succeed and open nothing.
-    writer: Mutex<(Arc<SetWriter>, Option<(u64, u64)>)>,
+    writer: Mutex<(Arc<SetWriter>, Option<NsId>)>,
     stats: Shared,
 }
 
@@ -226,8 +226,11 @@ fn forward(ctx: &Ctx, req: &Message, name: &str, sets: &[String], up: Option<&Ud
     }
 }
 
+/// A namespace: device and inode of its file.
+type NsId = (u64, u64);
+
 /// The namespace a bind-mounted namespace file refers to now.
-fn namespace_id(path: &std::path::Path) -> Option<(u64, u64)> {
+fn namespace_id(path: &std::path::Path) -> Option<NsId> {
     use std::os::unix::fs::MetadataExt;
     std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }

@@ -13,7 +13,6 @@
 //!     sudo cargo bench --bench resolver [-- LOOKUPS]
 
 #[path = "../common/mod.rs"]
-#[allow(dead_code)]
 mod common;
 
 use std::net::{Ipv4Addr, UdpSocket};
