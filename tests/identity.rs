@@ -284,11 +284,11 @@ fn operator_edits_survive_rerun_preset_switch_and_disable() {
         assert_eq!(fs::read_to_string(&rego).expect("rego"), edited);
 
         // Another preset: the edited module stays, unedited files follow.
-        let out = ok(sandbox(root, &["--policy", common::DNS_ONLY, "--no-guardrail"]));
+        let out = ok(sandbox(root, &["--policy", "default", "--no-guardrail"]));
         assert_eq!(fs::read_to_string(&rego).expect("rego"), edited, "{out}");
         let data = fs::read_to_string(h.join(".defenseclaw/policy/data.json")).expect("data");
         assert!(
-            data.contains("8.8.8.8") && data.contains("\"preset\": \"default\""),
+            data.contains("registry.npmjs.org") && data.contains("\"preset\": \"default\""),
             "{data}"
         );
         let toml = fs::read_to_string(h.join(".defenseclaw/policy/policy.toml")).expect("toml");

@@ -143,7 +143,7 @@ fn probe(host: &FakeHost, policy: &str, extra: &[String]) -> ProbeRun {
         "--sidecar-port".into(),
         GUARDRAIL_PORT.to_string(),
         "--policy".into(),
-        policy.into(),
+        probe_kind(policy).into(),
         "--resolver".into(),
         DNS_A.into(),
         "--other-resolver".into(),
@@ -182,6 +182,17 @@ fn probe(host: &FakeHost, policy: &str, extra: &[String]) -> ProbeRun {
     };
     eprintln!("--- sandbox-probe ({policy})\n{}{}", run.stdout, run.stderr);
     run
+}
+
+/// What the probe expects, by the behaviour it knows: the example files
+/// allow what the `default` and `permissive` presets allowed before they
+/// became DefenseClaw's name lists.
+fn probe_kind(policy: &str) -> &str {
+    match policy {
+        DNS_ONLY => "default",
+        WEB_POLICY => "permissive",
+        other => other,
+    }
 }
 
 fn web(policy: &str) -> Vec<String> {

@@ -47,6 +47,14 @@ pub fn serve(cfg: Config, stats_path: PathBuf) -> Result<()> {
     let udp = UdpSocket::bind(addr).map_err(|e| bind_error(addr, "UDP", e))?;
     let tcp = TcpListener::bind(addr).map_err(|e| bind_error(addr, "TCP", e))?;
     drop_privileges();
+    // Setup (under --no-systemd) waits for this line on our standard
+    // output; nothing else is ever written there (the log is stderr).
+    {
+        use std::io::Write as _;
+        let mut out = std::io::stdout();
+        let _ = writeln!(out, "ready");
+        let _ = out.flush();
+    }
     let stats = Shared::default();
     stats.keep_written(stats_path);
     let ctx = Arc::new(Ctx {

@@ -236,9 +236,10 @@ fn names(spec: &Spec) -> String {
 }
 
 /// Start `sandbox resolver` in its own process group (setup's end does not
-/// end it), its output appended to the log in the state directory, and
-/// wait until it listens.
+/// end it), its log appended to the state directory, and wait until it
+/// says it listens ("ready" on its standard output, a pipe to us).
 fn start(spec: &Spec, dir: &Path) -> Result<Process> {
+    use std::io::BufRead;
     use std::os::unix::process::CommandExt;
     let exe = std::env::current_exe().map_err(|e| Error::io("find own program", "/proc/self/exe", e))?;
     let log_path = dir.join(resolver::LOG);
@@ -247,53 +248,50 @@ fn start(spec: &Spec, dir: &Path) -> Result<Process> {
         .append(true)
         .open(&log_path)
         .map_err(|e| Error::io("open the resolver log", &log_path, e))?;
-    let err = log
-        .try_clone()
-        .map_err(|e| Error::io("open the resolver log", &log_path, e))?;
     let mut child = Command::new(exe)
         .args(["resolver", "--name", &spec.name, "--root"])
         .arg(&spec.root.0)
         .stdin(Stdio::null())
-        .stdout(log)
-        .stderr(err)
+        .stdout(Stdio::piped())
+        .stderr(log)
         .process_group(0)
         .spawn()
         .map_err(|e| Error::io("start the resolver", &log_path, e))?;
     let pid = child.id();
-    let addr = std::net::SocketAddr::from((spec.net.host_ip, crate::firewall::generate::RESOLVER_PORT));
-    let deadline = Instant::now() + READY_WITHIN;
-    loop {
-        if let Ok(Some(status)) = child.try_wait() {
-            let tail = std::fs::read_to_string(&log_path).unwrap_or_default();
-            let last: Vec<&str> = tail.lines().rev().take(3).collect();
-            return Err(Error::host(
-                format!("the resolver of sandbox {}", spec.name),
-                format!(
-                    "exited at start ({status}): {}",
-                    last.into_iter().rev().collect::<Vec<_>>().join(" / ")
-                ),
-                format!("see {}; then re-run setup", log_path.display()),
-            ));
-        }
-        if std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok() {
-            break;
-        }
-        if Instant::now() > deadline {
-            return Err(Error::host(
-                format!("the resolver of sandbox {} (pid {pid})", spec.name),
-                format!("not listening on {addr} after {}s", READY_WITHIN.as_secs()),
-                format!("see {}; then re-run setup", log_path.display()),
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let start = start_time(pid).ok_or_else(|| {
+    let failed = |why: String| {
+        let tail = std::fs::read_to_string(&log_path).unwrap_or_default();
+        let last: Vec<&str> = tail.lines().rev().take(3).collect();
+        let last: Vec<&str> = last.into_iter().rev().collect();
         Error::host(
             format!("the resolver of sandbox {} (pid {pid})", spec.name),
-            "vanished right after it started",
+            format!("{why}: {}", last.join(" / ")),
             format!("see {}; then re-run setup", log_path.display()),
         )
-    })?;
+    };
+    let (tx, rx) = std::sync::mpsc::channel();
+    if let Some(out) = child.stdout.take() {
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = std::io::BufReader::new(out).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+    }
+    match rx.recv_timeout(READY_WITHIN) {
+        Ok(line) if line.trim() == "ready" => {}
+        Ok(_) => {
+            let status = child.wait().map(|s| s.to_string()).unwrap_or_default();
+            return Err(failed(format!("exited at start ({status})")));
+        }
+        Err(_) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(failed(format!(
+                "not listening after {}s (stopped)",
+                READY_WITHIN.as_secs()
+            )));
+        }
+    }
+    let start = start_time(pid).ok_or_else(|| failed("vanished right after it started".into()))?;
     // Reaped by init once setup exits; the record names it by pid and start.
     drop(child);
     Ok(Process { pid, start })
