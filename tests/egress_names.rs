@@ -226,6 +226,28 @@ fn a_named_host_is_reachable_through_rotating_addresses_and_nothing_else() {
     let rotate = names.iter().find(|n| n["name"] == "rotate.test").expect("rotate.test");
     assert_eq!(rotate["addresses"].as_array().map(Vec::len), Some(3), "{rotate}");
     assert_eq!(v["dns_denials"]["unlisted.test"], 3, "{st}");
+    let text = host.sandbox(&["status", "--root", host.root_str(), "--no-systemd"]);
+    assert!(text.stdout.contains("refused names (NXDOMAIN):"), "{text}");
+    // plan shows them too: names, the addresses open now, refused names.
+    let plan = host.sandbox(&[
+        "plan",
+        "--root",
+        host.root_str(),
+        "--policy",
+        &policy,
+        "--dns",
+        UPSTREAM_FLAG,
+    ]);
+    assert!(
+        plan.stdout
+            .contains("Names (through our resolver; addresses open now):"),
+        "{plan}"
+    );
+    assert!(
+        plan.stdout.contains("rotate.test tcp/443 (set host_1): 203.0.113.10"),
+        "{plan}"
+    );
+    assert!(plan.stdout.contains("unlisted.test x3"), "{plan}");
 
     // Re-running setup changes nothing; --disable stops the resolver and
     // leaves the host as it was.
