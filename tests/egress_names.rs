@@ -340,3 +340,29 @@ fn audit_then_suggest_then_enforce_passes_the_same_workload_and_nothing_else() {
     assert!(run.stdout.contains("stopped the resolver of sandbox sandbox"), "{run}");
     assert!(!host.root().join("var/lib/sandbox/sandbox/resolver.json").exists());
 }
+
+/// The namespace removed and made anew by a re-run (what `ip netns del`
+/// then setup does): the running resolver's socket still holds the old
+/// namespace, where writes would succeed and open nothing. The re-run
+/// starts a resolver in the new one (the old one exits by itself).
+#[test]
+fn a_namespace_made_anew_gets_its_sets_filled_by_the_running_resolver() {
+    let Some(host) = FakeHost::new() else { return };
+    let _dns = upstream(&host);
+    let policy = write_policy(&host, POLICY);
+    host.setup_ok(&["--policy", &policy, "--dns", UPSTREAM_FLAG]);
+    assert_eq!(resolve(&host, "a.pkg.test"), vec![PKG_A]);
+    host.tcp(Ns::Sandbox, (PKG_A, 443)).assert_connected();
+
+    let ns = host.sandbox_netns();
+    let ns = ns.to_str().expect("utf8");
+    host.must(Ns::Host, &["umount", ns]);
+    host.must(Ns::Host, &["rm", ns]);
+    let run = host.setup_ok(&["--policy", &policy, "--dns", UPSTREAM_FLAG]);
+    assert!(run.stdout.contains("started the resolver"), "{run}");
+
+    host.tcp(Ns::Sandbox, (PKG_A, 443)).assert_refused_promptly();
+    assert_eq!(resolve(&host, "a.pkg.test"), vec![PKG_A]);
+    host.tcp(Ns::Sandbox, (PKG_A, 443)).assert_connected();
+    host.disable_ok();
+}

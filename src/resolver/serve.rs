@@ -31,10 +31,7 @@ struct Ctx {
     rules: Vec<(HostPattern, String)>,
     forbidden: Vec<Ipv4Net>,
     /// The socket, and which namespace (device, inode of the namespace
-    /// file) it was opened in: reopened when the namespace at the path is
-    /// another one (made anew at boot, or after `ip netns del` and a setup).
-    /// A socket keeps its old namespace alive, so writes there would
-    /// succeed and open nothing.
+    /// file) it was opened in.
     writer: Mutex<(Arc<SetWriter>, Option<NsId>)>,
     stats: Shared,
 }
@@ -57,6 +54,7 @@ pub fn serve(cfg: Config, stats_path: PathBuf) -> Result<()> {
     }
     let stats = Shared::default();
     stats.keep_written(stats_path);
+    watch_namespace(cfg.netns.clone(), ns_id, cfg.name.clone());
     let ctx = Arc::new(Ctx {
         rules: cfg.patterns(),
         forbidden: super::not_public(),
@@ -235,28 +233,48 @@ fn forward(ctx: &Ctx, req: &Message, name: &str, sets: &[String], up: Option<&Ud
 }
 
 /// A namespace: device and inode of its file.
-type NsId = (u64, u64);
+pub type NsId = (u64, u64);
 
 /// The namespace a bind-mounted namespace file refers to now.
-fn namespace_id(path: &std::path::Path) -> Option<NsId> {
+pub fn namespace_id(path: &std::path::Path) -> Option<NsId> {
     use std::os::unix::fs::MetadataExt;
     std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
 
-/// Add to the set, through a socket in the namespace the path names now:
-/// reopened when that is another namespace than the socket's, or when a
-/// write fails (the table was re-made), once.
+/// Exit (status [`NAMESPACE_CHANGED`]) once the namespace at the path is
+/// another one than ours: our socket would write into the old one, which
+/// it keeps alive, and having dropped CAP_SYS_ADMIN we cannot enter the new
+/// one. systemd restarts the unit; under `--no-systemd` the next setup
+/// (which re-made the namespace) starts a new resolver.
+fn watch_namespace(path: PathBuf, opened: Option<NsId>, name: String) {
+    std::thread::spawn(move || loop {
+        std::thread::sleep(Duration::from_millis(500));
+        if namespace_id(&path) != opened {
+            eprintln!(
+                "resolver {name}: the namespace at {} is not the one I entered: exiting to be started in the new one",
+                path.display()
+            );
+            std::process::exit(NAMESPACE_CHANGED);
+        }
+    });
+}
+
+/// The exit status when the namespace changed under the resolver.
+pub const NAMESPACE_CHANGED: i32 = 75;
+
+/// Add to the set; refused (SERVFAIL) when the namespace at the path is
+/// not ours any more (see [`watch_namespace`]).
 fn add_to_set(ctx: &Ctx, set: &str, addrs: &[Ipv4Addr], ttl: u32) -> Result<()> {
     let ttl = Duration::from_secs(u64::from(ttl));
-    let now = namespace_id(&ctx.cfg.netns);
     let (writer, opened) = ctx.writer.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    if opened == now && writer.add(&ctx.cfg.table, set, addrs, ttl).is_ok() {
-        return Ok(());
+    if namespace_id(&ctx.cfg.netns) != opened {
+        return Err(Error::host(
+            format!("namespace {}", ctx.cfg.netns.display()),
+            "is not the one the resolver entered",
+            "the resolver exits and is started anew (systemd, or the next setup)",
+        ));
     }
-    let fresh = Arc::new(SetWriter::open_in(&ctx.cfg.netns)?);
-    fresh.add(&ctx.cfg.table, set, addrs, ttl)?;
-    *ctx.writer.lock().unwrap_or_else(|p| p.into_inner()) = (fresh, now);
-    Ok(())
+    writer.add(&ctx.cfg.table, set, addrs, ttl)
 }
 
 /// The question as we ask it upstream: a fresh id, recursion desired.

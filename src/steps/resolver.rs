@@ -40,6 +40,10 @@ struct Process {
     pid: u32,
     /// Field 22 of /proc/<pid>/stat: tells our process from a reused pid.
     start: u64,
+    /// The namespace it entered (device, inode): one made anew since
+    /// needs a new resolver.
+    #[serde(default)]
+    netns: Option<(u64, u64)>,
 }
 
 /// The start time of a live process, None when it is gone (or a zombie).
@@ -57,6 +61,11 @@ fn start_time(pid: u32) -> Option<u64> {
 
 fn alive(p: &Process) -> bool {
     start_time(p.pid) == Some(p.start)
+}
+
+/// Running, and in the namespace at `spec`'s path now.
+fn current(p: &Process, spec: &Spec) -> bool {
+    alive(p) && p.netns == crate::resolver::serve::namespace_id(&spec.root.netns_path(&spec.net.netns))
 }
 
 fn config_path(spec: &Spec) -> PathBuf {
@@ -100,7 +109,7 @@ impl Step for Resolver {
             let running = rec
                 .and_then(|v| data::<Record>(self.id(), v).ok())
                 .and_then(|r| r.process)
-                .is_some_and(|p| alive(&p));
+                .is_some_and(|p| current(&p, spec));
             if !running || !out.is_empty() {
                 out.push(format!(
                     "start the resolver (`sandbox resolver --name {}`) on {}:53, UDP and TCP",
@@ -130,12 +139,17 @@ impl Step for Resolver {
             return Ok(out);
         }
         let running = r.process.filter(alive);
-        if running.is_some() && !changed {
+        if running.is_some_and(|p| current(&p, spec)) && !changed {
             return Ok(out);
         }
         if let Some(p) = running {
             stop(&p)?;
-            out.push(format!("stopped the resolver (pid {}) to take the new config", p.pid));
+            let why = if changed {
+                "to take the new config"
+            } else {
+                "its namespace was made anew"
+            };
+            out.push(format!("stopped the resolver (pid {}): {why}", p.pid));
         }
         let p = start(spec, &r.dir)?;
         r.process = Some(p);
@@ -220,7 +234,13 @@ fn orphans(name: &str, root: &Path) -> Vec<Process> {
                 .map(|a| String::from_utf8_lossy(a).into_owned())
                 .collect();
             let ours = args.len() == 6 && args[0].ends_with("sandbox") && args[1..] == want[..];
-            ours.then(|| start_time(pid).map(|start| Process { pid, start }))?
+            ours.then(|| {
+                start_time(pid).map(|start| Process {
+                    pid,
+                    start,
+                    netns: None,
+                })
+            })?
         })
         .collect()
 }
@@ -294,7 +314,8 @@ fn start(spec: &Spec, dir: &Path) -> Result<Process> {
     let start = start_time(pid).ok_or_else(|| failed("vanished right after it started".into()))?;
     // Reaped by init once setup exits; the record names it by pid and start.
     drop(child);
-    Ok(Process { pid, start })
+    let netns = crate::resolver::serve::namespace_id(&spec.root.netns_path(&spec.net.netns));
+    Ok(Process { pid, start, netns })
 }
 
 /// SIGTERM, then SIGKILL after two seconds; only the process we started.
