@@ -36,6 +36,28 @@ pub enum Command {
     },
     /// Print the man page (roff) to standard output.
     Man,
+    /// Egress policies: `policy suggest` writes one from what audit mode recorded.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+    /// Run a sandbox's DNS resolver (started by setup: its unit, or under --no-systemd a process setup records).
+    #[command(hide = true)]
+    Resolver(ResolverArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Print a policy file allowing exactly what the sandbox used since `setup --mode audit`: by name where a name was resolved, by address otherwise.
+    Suggest(ResolverArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ResolverArgs {
+    /// Which sandbox.
+    #[arg(long, default_value = "sandbox", value_name = "NAME")]
+    pub name: String,
+    /// Take every file path (state included) under DIR instead of /.
+    #[arg(long, default_value = "/", value_name = "DIR")]
+    pub root: PathBuf,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -151,6 +173,9 @@ pub struct SetupArgs {
     /// Write unit files but do not talk to systemd.
     #[arg(long, action = ArgAction::Set, num_args = 0..=1, require_equals = true, default_value_t = false, default_missing_value = "true", value_name = "BOOL")]
     pub no_systemd: bool,
+    /// enforce: the policy only; audit: the policy plus web (TCP 80/443) to public addresses and any name, every name, address, protocol and port used recorded (see `sandbox policy suggest`).
+    #[arg(long, default_value = "enforce", value_name = "enforce|audit")]
+    pub mode: String,
     /// The OpenClaw program the agent unit starts (as `PATH gateway --port PORT`).
     #[arg(long, default_value = "/usr/local/bin/openclaw", value_name = "PATH")]
     pub agent_bin: PathBuf,

@@ -40,6 +40,8 @@ pub struct SetupInput {
     pub no_host_networking: Option<bool>,
     pub no_guardrail: Option<bool>,
     pub no_systemd: Option<bool>,
+    /// `"enforce"` or `"audit"`.
+    pub mode: Option<String>,
     pub agent_bin: Option<PathBuf>,
     pub sidecar_bin: Option<PathBuf>,
     /// `""` or `"root"`: a dynamic user.
@@ -61,6 +63,7 @@ pub const KEYS: &[&str] = &[
     "no_host_networking",
     "no_guardrail",
     "no_systemd",
+    "mode",
     "agent_bin",
     "sidecar_bin",
     "sidecar_user",
@@ -248,6 +251,7 @@ impl SetupInput {
             no_host_networking: bool_("no_host_networking", args.no_host_networking),
             no_guardrail: bool_("no_guardrail", args.no_guardrail),
             no_systemd: bool_("no_systemd", args.no_systemd),
+            mode: pick("mode", args.mode.clone()),
             agent_bin: has("agent_bin").then(|| args.agent_bin.clone()),
             sidecar_bin: has("sidecar_bin").then(|| args.sidecar_bin.clone()),
             sidecar_user: if has("sidecar_user") {
@@ -283,6 +287,7 @@ impl SetupInput {
             no_host_networking: self.no_host_networking.or(other.no_host_networking),
             no_guardrail: self.no_guardrail.or(other.no_guardrail),
             no_systemd: self.no_systemd.or(other.no_systemd),
+            mode: self.mode.or(other.mode),
             agent_bin: self.agent_bin.or(other.agent_bin),
             sidecar_bin: self.sidecar_bin.or(other.sidecar_bin),
             sidecar_user: self.sidecar_user.or(other.sidecar_user),
@@ -438,7 +443,7 @@ mod tests {
         let f = parse(
             "name = \"a\"\npolicy = \"strict\"\nsandbox_ip = \"10.9.0.2\"\nhost_ip = \"10.9.0.1\"\n\
              sandbox_home = \"/srv/a\"\nopenclaw_port = 18000\ndns = [\"9.9.9.9\", \"1.1.1.1\"]\n\
-             no_auto_pair = true\nno_host_networking = false\nno_guardrail = true\nno_systemd = true\n\
+             no_auto_pair = true\nno_host_networking = false\nno_guardrail = true\nno_systemd = true\nmode = \"audit\"\n\
              agent_bin = \"/opt/oc\"\nsidecar_bin = \"/opt/gw\"\nsidecar_user = \"admin\"\n\
              subnet = \"auto\"\nsubnet_pool = \"10.77.0.0/16\"\n",
         )

@@ -20,6 +20,7 @@ pub mod out;
 pub mod policy;
 pub mod preflight;
 pub mod report;
+pub mod resolver;
 pub mod run;
 pub mod spec;
 pub mod state;

@@ -74,18 +74,54 @@ fn default_guardrail_port() -> Port {
     Port(4000)
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Dns {
     /// DNS (UDP and TCP 53) to the `--dns` resolvers, and nowhere else.
+    /// A policy that names hosts gets DNS through our resolver on the host
+    /// IP instead, whatever this says (see `crate::resolver`).
     #[serde(default)]
     pub allow: bool,
+    /// The shortest time, in seconds, an address our resolver answered
+    /// stays allowed, whatever the record's TTL (clients cache answers a
+    /// little longer than they should).
+    #[serde(default = "default_ttl_floor")]
+    pub ttl_floor: u32,
+    /// The longest time, in seconds, an answered address stays allowed
+    /// without being asked for again.
+    #[serde(default = "default_ttl_cap")]
+    pub ttl_cap: u32,
+}
+
+impl Default for Dns {
+    fn default() -> Self {
+        Dns {
+            allow: false,
+            ttl_floor: default_ttl_floor(),
+            ttl_cap: default_ttl_cap(),
+        }
+    }
+}
+
+/// Defaults of [`Dns::ttl_floor`] and [`Dns::ttl_cap`].
+pub const TTL_FLOOR_S: u32 = 30;
+pub const TTL_CAP_S: u32 = 3600;
+/// The most either may be set to: one day.
+pub const TTL_MAX_S: u32 = 86_400;
+
+fn default_ttl_floor() -> u32 {
+    TTL_FLOOR_S
+}
+
+fn default_ttl_cap() -> u32 {
+    TTL_CAP_S
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Destination {
-    /// An IPv4 CIDR, or `public` for every address outside [`NOT_PUBLIC`].
+    /// An IPv4 CIDR, `public` for every address outside [`NOT_PUBLIC`], or
+    /// a host name (`registry.npmjs.org`, `*.pkg.dev`).
     pub to: Target,
     pub protocol: Protocol,
     pub ports: Vec<Port>,
@@ -124,10 +160,13 @@ impl<'de> Deserialize<'de> for Port {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
     Public,
     Net(Ipv4Net),
+    /// Whatever addresses our resolver answers for this name (or these
+    /// names), for as long as the answer's TTL (clamped) says.
+    Host(HostPattern),
 }
 
 impl Serialize for Target {
@@ -135,7 +174,78 @@ impl Serialize for Target {
         match self {
             Target::Public => s.serialize_str("public"),
             Target::Net(n) => s.serialize_str(&n.to_string()),
+            Target::Host(h) => s.serialize_str(&h.to_string()),
         }
+    }
+}
+
+/// A host name, or `*.` and a suffix of at least two labels: the wildcard
+/// stands for one or more whole labels on the left, so `*.pkg.dev` takes
+/// `a.pkg.dev` and `a.b.pkg.dev`, never `pkg.dev` nor `evilpkg.dev`.
+/// Kept lowercase, without a trailing dot.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct HostPattern {
+    pub wildcard: bool,
+    /// The name, or for a wildcard the suffix after `*.`.
+    pub name: String,
+}
+
+impl std::fmt::Display for HostPattern {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.wildcard {
+            write!(f, "*.{}", self.name)
+        } else {
+            f.write_str(&self.name)
+        }
+    }
+}
+
+impl HostPattern {
+    /// Parse a name as written in a policy file; the error says what is wrong.
+    pub fn parse(s: &str) -> std::result::Result<HostPattern, String> {
+        let lower = s.trim_end_matches('.').to_ascii_lowercase();
+        let (wildcard, name) = match lower.strip_prefix("*.") {
+            Some(rest) => (true, rest.to_string()),
+            None => (false, lower.clone()),
+        };
+        if name.contains('*') {
+            return Err(format!(
+                "{s:?}: a wildcard may only be the whole leftmost label, like \"*.pkg.dev\""
+            ));
+        }
+        if name.len() > 253 {
+            return Err(format!("{s:?} is longer than a DNS name may be (253 characters)"));
+        }
+        let labels: Vec<&str> = name.split('.').collect();
+        for l in &labels {
+            let ok_chars = l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+            if l.is_empty() || l.len() > 63 || !ok_chars || l.starts_with('-') || l.ends_with('-') {
+                return Err(format!(
+                    "{s:?} is not a host name: each dot-separated label is 1-63 letters, digits, '-' or '_' (not starting or ending with '-')"
+                ));
+            }
+        }
+        if wildcard && labels.len() < 2 {
+            return Err(format!(
+                "{s:?} would allow a whole top-level domain: give at least two labels after \"*.\", like \"*.pkg.dev\""
+            ));
+        }
+        if labels.last().is_some_and(|l| l.chars().all(|c| c.is_ascii_digit())) {
+            return Err(format!(
+                "{s:?} is neither an IPv4 address nor a host name (a name's last label is not all digits)"
+            ));
+        }
+        Ok(HostPattern { wildcard, name })
+    }
+
+    /// Whether `query` (any case, trailing dot or not) is this name, or for
+    /// a wildcard one or more labels under its suffix.
+    pub fn matches(&self, query: &str) -> bool {
+        let q = query.trim_end_matches('.').to_ascii_lowercase();
+        if !self.wildcard {
+            return q == self.name;
+        }
+        q.len() > self.name.len() + 1 && q.ends_with(&self.name) && q.as_bytes()[q.len() - self.name.len() - 1] == b'.'
     }
 }
 
@@ -149,11 +259,17 @@ impl<'de> Deserialize<'de> for Target {
             Ok(n) => n,
             Err(_) => match s.parse::<Ipv4Addr>() {
                 Ok(a) => Ipv4Net::from(a),
-                Err(_) => {
+                Err(_) if s.contains(':') => {
                     return Err(serde::de::Error::custom(format!(
-                        "{s:?} is not an IPv4 CIDR (like 203.0.113.0/24) or `public`; IPv6 is closed in the sandbox"
+                        "{s:?} is not an IPv4 CIDR (like 203.0.113.0/24), a host name or `public`; IPv6 is closed in the sandbox"
                     )))
                 }
+                Err(_) if s.contains('/') => {
+                    return Err(serde::de::Error::custom(format!(
+                        "{s:?} is not an IPv4 CIDR (like 203.0.113.0/24)"
+                    )))
+                }
+                Err(_) => return HostPattern::parse(&s).map(Target::Host).map_err(serde::de::Error::custom),
             },
         };
         if net.network() != net.addr() {
@@ -224,7 +340,30 @@ impl Policy {
         Ok(policy)
     }
 
+    /// Every host-name destination, with its index in `destinations`.
+    pub fn host_rules(&self) -> impl Iterator<Item = (usize, &HostPattern, &Destination)> {
+        self.destinations.iter().enumerate().filter_map(|(i, d)| match &d.to {
+            Target::Host(h) => Some((i, h, d)),
+            _ => None,
+        })
+    }
+
+    /// Whether the sandbox's DNS goes to our resolver (the policy names hosts).
+    pub fn names_hosts(&self) -> bool {
+        self.host_rules().next().is_some()
+    }
+
     fn check(&self, origin: &str) -> Result<()> {
+        let d = &self.dns;
+        if d.ttl_floor == 0 || d.ttl_floor > d.ttl_cap || d.ttl_cap > TTL_MAX_S {
+            return Err(Error::input(
+                format!("policy {origin}: [dns]"),
+                format!("ttl_floor = {} and ttl_cap = {}", d.ttl_floor, d.ttl_cap),
+                format!(
+                    "give 1 <= ttl_floor <= ttl_cap <= {TTL_MAX_S} (seconds; defaults {TTL_FLOOR_S} and {TTL_CAP_S})"
+                ),
+            ));
+        }
         if self.sidecar.gateway_port == self.sidecar.guardrail_port {
             return Err(Error::input(
                 format!("policy {origin}: [sidecar]"),
@@ -273,14 +412,84 @@ mod tests {
         let (_, default) = Policy::load("default").expect("default");
         let (_, permissive) = Policy::load("permissive").expect("permissive");
         assert!(!strict.dns.allow && strict.destinations.is_empty());
-        assert!(default.dns.allow && default.destinations.is_empty());
-        assert!(permissive.dns.allow);
-        assert_eq!(permissive.destinations.len(), 1);
-        assert_eq!(permissive.destinations[0].to, Target::Public);
-        assert_eq!(permissive.destinations[0].ports, vec![Port(80), Port(443)]);
+        // DefenseClaw's lists, by name; permissive is default plus the LLM APIs.
+        let names = |p: &Policy| -> Vec<String> { p.host_rules().map(|(_, h, _)| h.to_string()).collect() };
+        let d = names(&default);
+        for n in [
+            "*.telegram.org",
+            "*.slack.com",
+            "hooks.slack.com",
+            "*.discord.com",
+            "gateway.discord.gg",
+            "registry.npmjs.org",
+            "openclaw.ai",
+            "*.openclaw.ai",
+        ] {
+            assert!(d.contains(&n.to_string()), "default lacks {n}: {d:?}");
+        }
+        assert!(!d.iter().any(|n| n.contains("anthropic")), "{d:?}");
+        let p = names(&permissive);
+        for n in d
+            .iter()
+            .chain(&["api.anthropic.com".to_string(), "api.openai.com".to_string()])
+        {
+            assert!(p.contains(n), "permissive lacks {n}");
+        }
+        assert_eq!(p.len(), d.len() + 8);
+        assert_eq!(default.destinations.len(), d.len(), "only names");
+        for p in [&default, &permissive] {
+            assert!(p
+                .destinations
+                .iter()
+                .all(|d| d.ports == vec![Port(443)] && d.protocol == Protocol::Tcp));
+        }
         for p in [&strict, &default, &permissive] {
             assert_eq!(p.sidecar, Sidecar::default());
         }
+    }
+
+    #[test]
+    fn host_names_and_wildcards_parse_and_match_whole_labels() {
+        let p = |s: &str| HostPattern::parse(s);
+        let w = p("*.pkg.dev").expect("wildcard");
+        assert!(w.matches("a.pkg.dev") && w.matches("a.b.pkg.dev") && w.matches("A.PKG.DEV."));
+        assert!(!w.matches("pkg.dev") && !w.matches("evilpkg.dev") && !w.matches("pkg.dev.evil.com"));
+        let e = p("Registry.NPMjs.org.").expect("name");
+        assert_eq!(e.to_string(), "registry.npmjs.org");
+        assert!(e.matches("registry.npmjs.org") && !e.matches("x.registry.npmjs.org"));
+        for (bad, why) in [
+            ("a.*.dev", "leftmost"),
+            ("*foo.dev", "leftmost"),
+            ("**.dev", "leftmost"),
+            ("*.dev", "top-level"),
+            ("-a.dev", "not a host name"),
+            ("a..dev", "not a host name"),
+            ("a b.dev", "not a host name"),
+            ("1.2.3.999", "neither an IPv4"),
+        ] {
+            let e = p(bad).expect_err(bad);
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn bad_names_and_ttls_in_a_file_say_where_and_what() {
+        let file = |to: &str| {
+            format!(
+                "description = \"x\"\n[[destination]]\nto = \"{to}\"\nprotocol = \"tcp\"\nports = [443]\nwhy = \"y\"\n"
+            )
+        };
+        let msg = Policy::parse(&file("a.*.pkg.dev"), "f.toml")
+            .expect_err("wildcard")
+            .to_string();
+        assert!(
+            msg.contains("f.toml, line 3") && msg.contains("leftmost label"),
+            "{msg}"
+        );
+        assert!(Policy::parse(&file("*.pkg.dev"), "f").expect("ok").names_hosts());
+        let ttl = "description = \"x\"\n[dns]\nttl_floor = 600\nttl_cap = 60\n";
+        let msg = Policy::parse(ttl, "f").expect_err("floor above cap").to_string();
+        assert!(msg.contains("ttl_floor") && msg.contains("fix"), "{msg}");
     }
 
     #[test]

@@ -33,6 +33,54 @@ pub struct Report {
     pub flows: Vec<Flow>,
     pub inventory: Inventory,
     pub preflight: Vec<String>,
+    /// Host-name rules, with the addresses open for each now (an existing
+    /// sandbox), and the names our resolver refused.
+    pub names: Vec<crate::resolver::NameStatus>,
+    pub dns_denials: std::collections::BTreeMap<String, u64>,
+}
+
+/// The names part of a plan for `spec`: the sets as they are now (empty
+/// before the first setup) and the resolver's refusals.
+pub fn names(
+    spec: &Spec,
+) -> (
+    Vec<crate::resolver::NameStatus>,
+    std::collections::BTreeMap<String, u64>,
+) {
+    let names = crate::resolver::names(spec).unwrap_or_default();
+    let stats =
+        crate::resolver::stats::Stats::read(&crate::resolver::file(&spec.root, &spec.name, crate::resolver::STATS));
+    (names, stats.denied)
+}
+
+fn names_text(r: &Report) -> String {
+    if r.names.is_empty() {
+        return String::new();
+    }
+    let mut s = String::from("\nNames (through our resolver; addresses open now):\n");
+    for n in &r.names {
+        let ports: Vec<String> = n.ports.iter().map(u16::to_string).collect();
+        let addrs: Vec<String> = n.addresses.iter().map(|a| a.address.to_string()).collect();
+        let addrs = if addrs.is_empty() {
+            "none".to_string()
+        } else {
+            addrs.join(", ")
+        };
+        s += &format!(
+            "  {} {}/{} (set {}): {addrs}\n",
+            n.name,
+            n.protocol,
+            ports.join(","),
+            n.set
+        );
+    }
+    if !r.dns_denials.is_empty() {
+        s += "Names refused (NXDOMAIN):\n";
+        for (name, count) in &r.dns_denials {
+            s += &format!("  {name} x{count}\n");
+        }
+    }
+    s
 }
 
 /// One permitted (or the refused) way across the sandbox's boundary.
@@ -49,7 +97,12 @@ pub fn flows(spec: &Spec) -> Vec<Flow> {
     let mut out: Vec<Flow> = generate::allowlist(spec)
         .into_iter()
         .map(|a| {
-            let to = if a.to.is_empty() {
+            let to = if let Some(name) = &a.name {
+                format!(
+                    "{name} (the addresses our resolver answers, set {})",
+                    a.set.clone().unwrap_or_default()
+                )
+            } else if a.to.is_empty() {
                 format!("public IPv4 (not {})", NOT_PUBLIC.join(", "))
             } else {
                 a.to.iter()
@@ -115,6 +168,7 @@ fn text(r: &Report) -> String {
     for f in &r.flows {
         s += &format!("  {} -> {}  {}  ({})\n", f.from, f.to, f.protocol, f.why);
     }
+    s += &names_text(r);
     s += "\nObjects:\n";
     for o in &r.inventory.objects {
         s += &format!(
@@ -273,6 +327,8 @@ mod tests {
             flows: flows(s),
             inventory: engine::inventory_all(&crate::steps::all(), s),
             preflight: vec![],
+            names: vec![],
+            dns_denials: Default::default(),
         }
     }
 

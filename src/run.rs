@@ -87,6 +87,12 @@ fn dispatch(cli: &Cli) -> Result<i32> {
         Command::Status(args) => ok(status(args)),
         Command::Log(args) => ok(log(args)),
         Command::Doctor(args) => ok(crate::doctor::run(args)),
+        Command::Resolver(a) => ok(crate::resolver::run(&a.name, &a.root)),
+        Command::Policy(crate::cli::PolicyCommand::Suggest(a)) => {
+            let text = crate::resolver::suggest::suggest_file(&crate::spec::Root(a.root.clone()), &a.name)?;
+            crate::out::stdout_bytes(text.as_bytes());
+            Ok(EXIT_OK)
+        }
         Command::Completions { shell } => {
             // Rendered in memory: the generator panics on a write error
             // (a reader that went away).
@@ -483,6 +489,7 @@ fn dry_run(
     warn(spec);
     let changes = engine::plan_all(steps, spec, previous);
     let unchanged = changes.iter().all(|o| !o.changed());
+    let (names, dns_denials) = report::names(spec);
     let r = Report {
         sandbox: spec.name.clone(),
         policy: spec.policy_name.clone(),
@@ -498,6 +505,8 @@ fn dry_run(
             .iter()
             .map(|p| p.to_string())
             .collect(),
+        names,
+        dns_denials,
     };
     crate::out!("{}", report::render(&r, format));
     if format == Format::Text {
@@ -831,6 +840,9 @@ mod tests {
                 layer: crate::firewall::denials::Where::Netns,
                 last: None,
             }],
+            names: vec![],
+            dns_denials: Default::default(),
+            dns_rebinding: Default::default(),
         };
         let text = metrics(&s);
         assert!(text.contains("sandbox_healthy{sandbox=\"a\"} 0\n"), "{text}");

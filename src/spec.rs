@@ -42,6 +42,11 @@ pub struct Spec {
     pub host_networking: bool,
     pub guardrail: bool,
     pub systemd: bool,
+    /// `--mode audit`: the sandbox may also reach public web addresses and
+    /// any name, and every name, address, protocol and port it uses is
+    /// recorded (see `crate::resolver` and `sandbox policy suggest`).
+    #[serde(default)]
+    pub audit: bool,
     /// OpenClaw, started by the agent unit.
     pub agent_bin: PathBuf,
     /// The DefenseClaw gateway, started by the sidecar unit.
@@ -173,6 +178,7 @@ impl Spec {
             host_networking: !input.no_host_networking.unwrap_or(false),
             guardrail: !input.no_guardrail.unwrap_or(false),
             systemd: !input.no_systemd.unwrap_or(false),
+            audit: parse_mode(input.mode.as_deref())?,
             agent_bin,
             sidecar_bin,
             sidecar_user,
@@ -182,7 +188,26 @@ impl Spec {
     /// Whether anything leaves the host through it (DNS or policy
     /// destinations): only then does the host forward for the sandbox.
     pub fn forwards(&self) -> bool {
-        (self.policy.dns.allow && !self.dns.is_empty()) || !self.policy.destinations.is_empty()
+        (self.policy.dns.allow && !self.dns.is_empty()) || !self.policy.destinations.is_empty() || self.audit
+    }
+
+    /// Whether the sandbox's DNS goes to our resolver on the host IP: the
+    /// policy names hosts, or audit mode records the names.
+    pub fn uses_resolver(&self) -> bool {
+        self.policy.names_hosts() || self.audit
+    }
+}
+
+/// `--mode`: `enforce` (the default) or `audit`; true for audit.
+fn parse_mode(mode: Option<&str>) -> Result<bool> {
+    match mode.unwrap_or("enforce") {
+        "enforce" => Ok(false),
+        "audit" => Ok(true),
+        other => Err(Error::input(
+            format!("--mode {other}"),
+            "unknown mode",
+            "use --mode enforce (the policy only) or --mode audit (the policy plus public web, every use recorded)",
+        )),
     }
 }
 

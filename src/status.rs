@@ -35,6 +35,15 @@ pub struct Status {
     pub checks: Vec<Check>,
     /// Refused destinations and how often, most refused first.
     pub denials: Vec<Denial>,
+    /// Host-name rules, with the addresses the resolver opened for each.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub names: Vec<crate::resolver::NameStatus>,
+    /// Names the resolver refused (NXDOMAIN), and how often.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub dns_denials: std::collections::BTreeMap<String, u64>,
+    /// Names whose answer pointed into a range the policy does not name.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub dns_rebinding: std::collections::BTreeMap<String, u64>,
 }
 
 impl Check {
@@ -108,6 +117,18 @@ pub fn collect(root: &Root, name: &str, systemd: bool) -> Result<Status> {
             ),
         )
     });
+    let names = match crate::resolver::names(&spec) {
+        Ok(n) => n,
+        Err(e) => {
+            checks.push(Check::bad(
+                "names",
+                format!("cannot list the resolver's sets: {e}"),
+                "run as root",
+            ));
+            vec![]
+        }
+    };
+    let counts = crate::resolver::stats::Stats::read(&crate::resolver::file(root, name, crate::resolver::STATS));
     let healthy = checks.iter().all(|c| c.ok);
     Ok(Status {
         name: name.into(),
@@ -115,10 +136,13 @@ pub fn collect(root: &Root, name: &str, systemd: bool) -> Result<Status> {
         policy: spec.policy_name.clone(),
         checks,
         denials,
+        names,
+        dns_denials: counts.denied,
+        dns_rebinding: counts.rebinding,
     })
 }
 
-fn recorded_spec(state: &State, root: &Root, name: &str) -> Result<Spec> {
+pub fn recorded_spec(state: &State, root: &Root, name: &str) -> Result<Spec> {
     let unreadable = |why: String| Error::State {
         path: root.state_dir(name).join("state.json"),
         cause: why,
@@ -382,6 +406,45 @@ pub fn print_table(s: &Status) {
                 d.count,
                 d.last.as_deref().unwrap_or("-")
             );
+        }
+    }
+    print_names(s);
+}
+
+/// Host-name rules with the addresses open for each, and refused names.
+fn print_names(s: &Status) {
+    if !s.names.is_empty() {
+        crate::outln!("names (the addresses the resolver opened, seconds left):");
+        for n in &s.names {
+            let ports: Vec<String> = n.ports.iter().map(u16::to_string).collect();
+            let addrs: Vec<String> = n
+                .addresses
+                .iter()
+                .map(|a| match a.expires_s {
+                    Some(e) => format!("{} ({e}s)", a.address),
+                    None => a.address.to_string(),
+                })
+                .collect();
+            let addrs = if addrs.is_empty() {
+                "none yet".to_string()
+            } else {
+                addrs.join(", ")
+            };
+            crate::outln!("  {:<32} {}/{:<12} {addrs}", n.name, n.protocol, ports.join(","));
+        }
+    }
+    for (title, map) in [
+        ("refused names (NXDOMAIN)", &s.dns_denials),
+        ("refused answers (DNS rebinding)", &s.dns_rebinding),
+    ] {
+        if map.is_empty() {
+            continue;
+        }
+        crate::outln!("{title}:");
+        let mut v: Vec<(&String, &u64)> = map.iter().collect();
+        v.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+        for (name, count) in v {
+            crate::outln!("  {name:<48} x{count}");
         }
     }
 }

@@ -17,3 +17,8 @@ pub fn args(flags: &[&str]) -> SetupArgs {
 pub fn spec(flags: &[&str]) -> Spec {
     Spec::from_args(&args(flags)).unwrap_or_else(|e| panic!("flags {flags:?}: {e}"))
 }
+
+/// The example policy files (what `permissive` and `default` allowed
+/// before the presets became DefenseClaw's name lists).
+pub const WEB_POLICY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/policies/examples/web.toml");
+pub const DNS_ONLY_POLICY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/policies/examples/dns-only.toml");

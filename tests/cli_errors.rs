@@ -11,11 +11,11 @@ use std::os::unix::fs::PermissionsExt;
 use common::*;
 
 /// `sandbox setup --root <root> --non-interactive --no-systemd <flags>`, with
-/// `--policy default --dns 203.0.113.53` unless the flags set them.
+/// `--policy policies/examples/dns-only.toml --dns 203.0.113.53` unless the flags set them.
 fn setup_args<'a>(host: &'a FakeHost, flags: &[&'a str]) -> Vec<&'a str> {
     let mut args = vec!["setup", "--root", host.root_str(), "--non-interactive", "--no-systemd"];
     if !flags.contains(&"--policy") {
-        args.extend(["--policy", "default"]);
+        args.extend(["--policy", DNS_ONLY]);
     }
     if !flags.contains(&"--dns") {
         args.extend(["--dns", DNS_A]);
@@ -258,7 +258,7 @@ fn each_warning_is_said_once() {
         host.root_str(),
         "--no-systemd",
         "--policy",
-        "default",
+        DNS_ONLY,
         "--dns",
         DNS_A,
         "--agent-bin",
@@ -299,14 +299,14 @@ fn stdin_not_a_terminal_without_non_interactive_exits_2() {
         host.root_str(),
         "--no-systemd",
         "--policy",
-        "default",
+        DNS_ONLY,
         "--dns",
         DNS_A,
     ]);
     assert_refused(&host, &before, &run, 2, &["--non-interactive", "not a terminal"]);
 
     // The same holds for --disable of an existing sandbox.
-    host.setup_ok(&["--policy", "default", "--dns", DNS_A]);
+    host.setup_ok(&["--policy", DNS_ONLY, "--dns", DNS_A]);
     let installed = host.snapshot();
     let run = host.sandbox(&["setup", "--root", host.root_str(), "--disable"]);
     assert_refused(&host, &installed, &run, 2, &["--non-interactive"]);
@@ -340,7 +340,7 @@ fn lock_held_by_another_process_exits_4() {
 fn disable_while_locked_exits_4_and_keeps_the_sandbox() {
     let Some(host) = FakeHost::new() else { return };
     let before = host.snapshot();
-    host.setup_ok(&["--policy", "default", "--dns", DNS_A]);
+    host.setup_ok(&["--policy", DNS_ONLY, "--dns", DNS_A]);
     let installed = host.snapshot();
     let lock_file = OpenOptions::new()
         .write(true)
@@ -503,7 +503,7 @@ fn a_reader_that_goes_away_is_not_a_crash() {
             root,
             "--no-systemd",
             "--policy",
-            "default",
+            DNS_ONLY,
             "--dns",
             DNS_A,
         ],
@@ -549,13 +549,13 @@ fn a_reader_that_goes_away_is_not_a_crash() {
         "--no-systemd",
         "--non-interactive",
         "--policy",
-        "default",
+        DNS_ONLY,
         "--dns",
         DNS_A,
     ];
     let run = host.sandbox_with(&["bash", "-c", "set -o pipefail; \"$0\" \"$@\" | head -c0"], &[], &args);
     assert_eq!(run.code, 0, "{run}");
-    let again = host.setup_ok(&["--policy", "default", "--dns", DNS_A]);
+    let again = host.setup_ok(&["--policy", DNS_ONLY, "--dns", DNS_A]);
     assert!(
         again.stdout.contains("nothing changed"),
         "the piped setup converged:\n{again}"

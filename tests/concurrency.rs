@@ -7,7 +7,7 @@ mod common;
 
 use common::*;
 
-const FLAGS: &[&str] = &["--policy", "default", "--dns", DNS_A];
+const FLAGS: &[&str] = &["--policy", DNS_ONLY, "--dns", DNS_A];
 
 /// Both runs spawned from one thread of the fake host, so they start at
 /// the same instant and race for the lock.

@@ -8,7 +8,7 @@ mod common;
 
 use common::*;
 
-const FLAGS: &[&str] = &["--policy", "default", "--dns", DNS_A];
+const FLAGS: &[&str] = &["--policy", DNS_ONLY, "--dns", DNS_A];
 
 #[track_caller]
 fn assert_clean_failure(host: &FakeHost, run: &Run, cause: &str, fix: &str) {

@@ -7,7 +7,7 @@ mod common;
 
 use common::*;
 
-const FLAGS: &[&str] = &["--policy", "default", "--dns", DNS_A];
+const FLAGS: &[&str] = &["--policy", DNS_ONLY, "--dns", DNS_A];
 
 /// A fake host with a clean setup in place; returns (host, before, clean).
 fn installed(flags: &[&str]) -> Option<(FakeHost, Snapshot, Snapshot)> {

@@ -18,7 +18,7 @@ mod common;
 use common::*;
 
 /// Flags under which every network step is wanted (forwarding included).
-const FLAGS: &[&str] = &["--policy", "default", "--dns", DNS_A];
+const FLAGS: &[&str] = &["--policy", DNS_ONLY, "--dns", DNS_A];
 
 /// The steps in apply order, from the binary's own list.
 fn step_ids() -> Vec<&'static str> {

@@ -35,7 +35,14 @@ fn plan_exit_codes_and_the_config_file() {
     let plan = host.sandbox(&["plan", "--root", &root, "--detailed-exitcode"]);
     assert_eq!(plan.code, 0, "nothing to do:\n{plan}");
     // A flag overrides the file: a plan with it has changes again.
-    let plan = host.sandbox(&["plan", "--root", &root, "--detailed-exitcode", "--policy", "default"]);
+    let plan = host.sandbox(&[
+        "plan",
+        "--root",
+        &root,
+        "--detailed-exitcode",
+        "--policy",
+        common::DNS_ONLY,
+    ]);
     assert_eq!(plan.code, 2, "{plan}");
     assert!(plan.stdout.contains("(flag --policy)"), "{plan}");
 

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use common::*;
 
 /// Flags under which every network step is wanted (forwarding included).
-const FLAGS: &[&str] = &["--policy", "default", "--dns", DNS_A];
+const FLAGS: &[&str] = &["--policy", DNS_ONLY, "--dns", DNS_A];
 
 /// A command that waits on a FIFO is hung; one that refuses it is prompt.
 const PROMPT_RUN: Duration = Duration::from_secs(10);

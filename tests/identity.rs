@@ -256,7 +256,7 @@ fn setup_rerun_disable_and_purge() {
         // Back again (an existing sidecar key is reused), then --purge.
         ok(sandbox(root, &[]));
         let before = fs::read(&key).expect("key");
-        ok(sandbox(root, &["--policy", "default"]));
+        ok(sandbox(root, &["--policy", common::DNS_ONLY]));
         assert_eq!(fs::read(&key).expect("key"), before, "existing key reused");
         ok(sandbox(root, &["--disable", "--purge"]));
         assert!(account(root, "sandbox").is_none(), "user removed");
@@ -288,7 +288,7 @@ fn operator_edits_survive_rerun_preset_switch_and_disable() {
         assert_eq!(fs::read_to_string(&rego).expect("rego"), edited, "{out}");
         let data = fs::read_to_string(h.join(".defenseclaw/policy/data.json")).expect("data");
         assert!(
-            data.contains("8.8.8.8") && data.contains("\"preset\": \"default\""),
+            data.contains("registry.npmjs.org") && data.contains("\"preset\": \"default\""),
             "{data}"
         );
         let toml = fs::read_to_string(h.join(".defenseclaw/policy/policy.toml")).expect("toml");

@@ -92,7 +92,7 @@ fn strict_reaches_the_sidecar_ports_and_nothing_else() {
 fn default_allows_dns_to_the_listed_resolver_only() {
     let Some(host) = FakeHost::new() else { return };
     sidecar_listeners(&host);
-    host.setup_ok(&["--policy", "default", "--dns", DNS_A]);
+    host.setup_ok(&["--policy", DNS_ONLY, "--dns", DNS_A]);
 
     assert_eq!(nameservers(&host), vec![DNS_A.to_string()]);
     assert!(
@@ -112,7 +112,7 @@ fn default_allows_dns_to_the_listed_resolver_only() {
 fn permissive_allows_web_to_public_addresses_only() {
     let Some(host) = FakeHost::new() else { return };
     sidecar_listeners(&host);
-    host.setup_ok(&["--policy", "permissive", "--dns", DNS_A]);
+    host.setup_ok(&["--policy", WEB_POLICY, "--dns", DNS_A]);
 
     host.tcp(Ns::Sandbox, (WEB, 80))
         .assert_connected()
@@ -136,7 +136,7 @@ fn host_firewall_holds_when_the_sandbox_drops_its_own_rules() {
     sidecar_listeners(&host);
     host.listen_tcp(Ns::Host, (ANY, 2222).into());
     let before = host.snapshot();
-    host.setup_ok(&["--policy", "default", "--dns", DNS_A]);
+    host.setup_ok(&["--policy", DNS_ONLY, "--dns", DNS_A]);
     host.nft(Ns::Sandbox, &["delete", "table", "inet", TABLE]);
     assert!(
         !host.ruleset(Ns::Sandbox).contains(TABLE),
@@ -163,7 +163,7 @@ fn ipv6_is_closed_to_link_local_and_ula_addresses() {
     // One dual-stack listener on the fake host: [::]:18970.
     host.listen_tcp(Ns::Host, (Ipv6Addr::UNSPECIFIED, GATEWAY_PORT).into());
     let before = host.snapshot();
-    host.setup_ok(&["--policy", "permissive", "--dns", DNS_A]);
+    host.setup_ok(&["--policy", WEB_POLICY, "--dns", DNS_A]);
 
     let ula_host: Ipv6Addr = "fd00:5a:1::1".parse().expect("ula");
     let ula_sandbox: Ipv6Addr = "fd00:5a:1::2".parse().expect("ula");
@@ -237,7 +237,7 @@ fn ipv6_to_the_host_is_refused_at_once_without_the_sandbox_table() {
 #[test]
 fn inbound_reaches_only_the_openclaw_port_from_the_host() {
     let Some(host) = FakeHost::new() else { return };
-    host.setup_ok(&["--policy", "default", "--dns", DNS_A]);
+    host.setup_ok(&["--policy", DNS_ONLY, "--dns", DNS_A]);
     host.listen_tcp(Ns::Sandbox, (ANY, OPENCLAW_PORT).into());
     host.listen_tcp(Ns::Sandbox, (ANY, 18800).into());
     // Both are up: the sandbox reaches them over its own loopback.
@@ -313,12 +313,12 @@ fn disable_restores_the_host_after_strict() {
 
 #[test]
 fn disable_restores_the_host_after_default() {
-    round_trip(&["--policy", "default", "--dns", DNS_A]);
+    round_trip(&["--policy", DNS_ONLY, "--dns", DNS_A]);
 }
 
 #[test]
 fn disable_restores_the_host_after_permissive() {
-    round_trip(&["--policy", "permissive", "--dns", DNS_A]);
+    round_trip(&["--policy", WEB_POLICY, "--dns", DNS_A]);
 }
 
 #[test]
@@ -326,7 +326,7 @@ fn disable_restores_the_host_after_no_host_networking() {
     let Some(host) = FakeHost::new() else { return };
     sidecar_listeners(&host);
     let before = host.snapshot();
-    host.setup_ok(&["--policy", "permissive", "--dns", DNS_A, "--no-host-networking"]);
+    host.setup_ok(&["--policy", WEB_POLICY, "--dns", DNS_A, "--no-host-networking"]);
     let during = host.snapshot();
     // The host's firewall and sysctls are left alone; the sandbox's own
     // rules are in place.
@@ -355,7 +355,7 @@ fn disable_restores_the_host_after_no_host_networking() {
 fn rerun_with_the_same_flags_changes_nothing() {
     let Some(host) = FakeHost::new() else { return };
     let before = host.snapshot();
-    let flags = ["--policy", "default", "--dns", DNS_A];
+    let flags = ["--policy", DNS_ONLY, "--dns", DNS_A];
     host.setup_ok(&flags);
     let after_first = host.snapshot();
 
@@ -408,11 +408,11 @@ fn rerun_toggling_no_host_networking_converges() {
 fn rerun_with_another_resolver_converges() {
     let Some(host) = FakeHost::new() else { return };
     let before = host.snapshot();
-    host.setup_ok(&["--policy", "default", "--dns", DNS_A]);
+    host.setup_ok(&["--policy", DNS_ONLY, "--dns", DNS_A]);
     assert_dns_works(&host, RESOLVER_A);
     assert_dns_blocked(&host, RESOLVER_B);
 
-    let run = host.setup_ok(&["--policy", "default", "--dns", DNS_B]);
+    let run = host.setup_ok(&["--policy", DNS_ONLY, "--dns", DNS_B]);
     assert!(!run.stdout.contains("nothing changed"), "{run}");
     assert_eq!(nameservers(&host), vec![DNS_B.to_string()]);
     for (ns, what) in [
@@ -436,7 +436,7 @@ fn rerun_with_another_resolver_converges() {
 #[test]
 fn rerun_repairs_a_flushed_host_table() {
     let Some(host) = FakeHost::new() else { return };
-    let flags = ["--policy", "default", "--dns", DNS_A];
+    let flags = ["--policy", DNS_ONLY, "--dns", DNS_A];
     host.setup_ok(&flags);
     let installed = host.nft(Ns::Host, &["list", "table", "inet", HOST_TABLE]);
     host.nft(Ns::Host, &["flush", "table", "inet", HOST_TABLE]);
@@ -457,7 +457,7 @@ fn rerun_repairs_a_flushed_host_table() {
 #[test]
 fn dry_run_changes_nothing_before_or_after_setup() {
     let Some(host) = FakeHost::new() else { return };
-    let flags = ["--policy", "default", "--dns", DNS_A];
+    let flags = ["--policy", DNS_ONLY, "--dns", DNS_A];
     let before = host.snapshot();
 
     let mut args = flags.to_vec();
@@ -483,7 +483,7 @@ fn dry_run_changes_nothing_before_or_after_setup() {
     installed.assert_same(&host.snapshot(), "--dry-run after setup, same flags");
     assert!(same.stdout.contains("nothing to change"), "{same}");
 
-    let other = host.setup_ok(&["--policy", "default", "--dns", DNS_B, "--dry-run"]);
+    let other = host.setup_ok(&["--policy", DNS_ONLY, "--dns", DNS_B, "--dry-run"]);
     installed.assert_same(&host.snapshot(), "--dry-run after setup, other --dns");
     for expected in ["install table inet sandbox_sandbox in sandbox0", "resolv.conf"] {
         assert!(other.stdout.contains(expected), "plan lacks {expected:?}:\n{other}");
@@ -510,7 +510,7 @@ fn dry_run_changes_nothing_before_or_after_setup() {
 fn disable_after_the_veth_was_deleted_restores_the_host() {
     let Some(host) = FakeHost::new() else { return };
     let before = host.snapshot();
-    host.setup_ok(&["--policy", "default", "--dns", DNS_A]);
+    host.setup_ok(&["--policy", DNS_ONLY, "--dns", DNS_A]);
     host.ip(Ns::Host, &["link", "del", HOST_IF]);
     host.disable_ok();
     before.assert_restored(&host.snapshot(), "--disable after the veth was deleted");
@@ -520,12 +520,12 @@ fn disable_after_the_veth_was_deleted_restores_the_host() {
 fn disable_after_the_host_table_was_flushed_or_deleted_restores_the_host() {
     let Some(host) = FakeHost::new() else { return };
     let before = host.snapshot();
-    host.setup_ok(&["--policy", "permissive", "--dns", DNS_A]);
+    host.setup_ok(&["--policy", WEB_POLICY, "--dns", DNS_A]);
     host.nft(Ns::Host, &["flush", "table", "inet", HOST_TABLE]);
     host.disable_ok();
     before.assert_restored(&host.snapshot(), "--disable after the host table was flushed");
 
-    host.setup_ok(&["--policy", "permissive", "--dns", DNS_A]);
+    host.setup_ok(&["--policy", WEB_POLICY, "--dns", DNS_A]);
     host.nft(Ns::Host, &["delete", "table", "inet", HOST_TABLE]);
     host.nft(Ns::Sandbox, &["delete", "table", "inet", TABLE]);
     host.disable_ok();
@@ -536,7 +536,7 @@ fn disable_after_the_host_table_was_flushed_or_deleted_restores_the_host() {
 fn disable_after_the_netns_was_removed_restores_the_host() {
     let Some(host) = FakeHost::new() else { return };
     let before = host.snapshot();
-    host.setup_ok(&["--policy", "default", "--dns", DNS_A]);
+    host.setup_ok(&["--policy", DNS_ONLY, "--dns", DNS_A]);
     let ns = host.sandbox_netns();
     let ns = ns.to_str().expect("utf8");
     // What `ip netns delete` does: unmount and unlink (the veth dies with it).
@@ -554,7 +554,7 @@ fn disable_after_the_netns_was_removed_restores_the_host() {
 fn disable_removes_the_veth_with_the_namespace_even_while_a_process_holds_it() {
     let Some(host) = FakeHost::new() else { return };
     let before = host.snapshot();
-    let flags = ["--policy", "default", "--dns", DNS_A];
+    let flags = ["--policy", DNS_ONLY, "--dns", DNS_A];
     host.setup_ok(&flags);
     let run = host.disable_ok();
     assert!(
@@ -605,7 +605,7 @@ fn the_fake_host_leaves_the_real_host_untouched() {
     let real_before = real_host_state();
     let root = {
         let Some(host) = FakeHost::new() else { return };
-        host.setup_ok(&["--policy", "permissive", "--dns", DNS_A]);
+        host.setup_ok(&["--policy", WEB_POLICY, "--dns", DNS_A]);
         host.tcp(Ns::Sandbox, (WEB, 443)).assert_connected();
         assert_eq!(real_host_state(), real_before, "while a sandbox is up in the fake host");
         host.root().to_path_buf()

@@ -22,7 +22,7 @@ fn plan_is_a_change_ticket_in_three_formats_and_changes_nothing() {
         "--root",
         host.root_str(),
         "--policy",
-        "default",
+        DNS_ONLY,
         "--dns",
         DNS_A,
         "--no-systemd",

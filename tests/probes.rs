@@ -143,7 +143,7 @@ fn probe(host: &FakeHost, policy: &str, extra: &[String]) -> ProbeRun {
         "--sidecar-port".into(),
         GUARDRAIL_PORT.to_string(),
         "--policy".into(),
-        policy.into(),
+        probe_kind(policy).into(),
         "--resolver".into(),
         DNS_A.into(),
         "--other-resolver".into(),
@@ -184,8 +184,19 @@ fn probe(host: &FakeHost, policy: &str, extra: &[String]) -> ProbeRun {
     run
 }
 
+/// What the probe expects, by the behaviour it knows: the example files
+/// allow what the `default` and `permissive` presets allowed before they
+/// became DefenseClaw's name lists.
+fn probe_kind(policy: &str) -> &str {
+    match policy {
+        DNS_ONLY => "default",
+        WEB_POLICY => "permissive",
+        other => other,
+    }
+}
+
 fn web(policy: &str) -> Vec<String> {
-    let verb = if policy == "permissive" { "--allow" } else { "--deny" };
+    let verb = if policy == WEB_POLICY { "--allow" } else { "--deny" };
     [80, 443]
         .iter()
         .flat_map(|p| [verb.to_string(), format!("tcp:{WEB}:{p}")])
@@ -247,7 +258,7 @@ fn escape_suite(policy: &str) {
     for name in [format!("udp:{DNS_A}:53"), format!("tcp:{DNS_A}:53")] {
         run.assert_line(&name, "PASS", dns.0, dns.1);
     }
-    let web = if policy == "permissive" {
+    let web = if policy == WEB_POLICY {
         ("allow", "allowed")
     } else {
         ("deny", "denied")
@@ -331,12 +342,12 @@ fn strict_escape_suite() {
 
 #[test]
 fn default_escape_suite() {
-    escape_suite("default");
+    escape_suite(DNS_ONLY);
 }
 
 #[test]
 fn permissive_escape_suite() {
-    escape_suite("permissive");
+    escape_suite(WEB_POLICY);
 }
 
 /// Counting is per destination: three refused connects to one port count
@@ -382,29 +393,29 @@ fn denials_count_how_often_and_the_log_rules_carry_the_prefix() {
 /// attempt; under `strict` the host does not route it at all.)
 #[test]
 fn the_host_table_counts_what_gets_past_a_deleted_netns_table() {
-    let Some(host) = world("default") else { return };
+    let Some(host) = world(DNS_ONLY) else { return };
     host.nft(Ns::Sandbox, &["delete", "table", "inet", TABLE]);
     host.tcp(Ns::Sandbox, (HOST_IP, WILDCARD_PORT))
         .assert_refused_promptly();
     host.tcp(Ns::Sandbox, (WEB, 443)).assert_refused_promptly();
     host.tcp(Ns::Sandbox, (HOST_IP, GATEWAY_PORT)).assert_connected();
-    let d = denials(&host, "default");
+    let d = denials(&host, DNS_ONLY);
     assert_denied(&d, HOST_IP, "tcp", WILDCARD_PORT, Where::Host);
     assert_denied(&d, WEB, "tcp", 443, Where::Host);
     assert!(!d.iter().any(|x| x.port == GATEWAY_PORT), "{d:#?}");
     // A re-run repairs the netns table and clears the host's counts,
     // saying what it cleared (its output, the audit log): from then on
     // they count from that setup, so `status` can pass again.
-    let run = host.setup_ok(&["--policy", "default", "--dns", DNS_A]);
+    let run = host.setup_ok(&["--policy", DNS_ONLY, "--dns", DNS_A]);
     assert!(
         run.stdout.contains("cleared the host table's refusals") && run.stdout.contains("203.0.113.80 tcp/443 x1"),
         "{run}"
     );
-    let d = denials(&host, "default");
+    let d = denials(&host, DNS_ONLY);
     assert!(!d.iter().any(|x| x.layer == Where::Host), "{d:#?}");
     host.nft(Ns::Sandbox, &["delete", "table", "inet", TABLE]);
     host.tcp(Ns::Sandbox, (WEB, 443)).assert_refused_promptly();
-    assert_denied(&denials(&host, "default"), WEB, "tcp", 443, Where::Host);
+    assert_denied(&denials(&host, DNS_ONLY), WEB, "tcp", 443, Where::Host);
 }
 
 /// The probe refuses to vouch for anything when it runs with privilege.

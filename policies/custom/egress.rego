@@ -1,4 +1,5 @@
-# A custom policy file (`--policy ./mine.toml`): the allowlist is taken
+# Every policy but `strict` (the `default` and `permissive` presets, and any
+# custom file, `--policy ./mine.toml`): the allowlist is taken
 # rule by rule from data.sandbox.allowlist, which `sandbox setup` writes
 # from the same generator as the sandbox's nftables rules. Each rule:
 #   {"to": [cidr...] (empty: any IPv4), "except": [cidr...],

@@ -125,10 +125,21 @@ fn sort(v: &mut [Denial]) {
     });
 }
 
-/// The elements of every set in an `nft -j list set` document.
+/// The elements of the refusal sets in an `nft -j list` document.
 pub fn parse(doc: &Value, layer: Where) -> Vec<Denial> {
+    parse_sets(doc, layer, &[super::DENIED4, super::DENIED6])
+}
+
+/// The (address, protocol, port) elements of the sets named `sets`.
+pub fn parse_sets(doc: &Value, layer: Where, sets: &[&str]) -> Vec<Denial> {
     let mut out = Vec::new();
     for obj in doc["nftables"].as_array().into_iter().flatten() {
+        // Only the refusal sets (a table also holds the resolver's sets
+        // and, in audit mode, the connections it saw).
+        let name = obj.pointer("/set/name").and_then(Value::as_str);
+        if name.is_some_and(|n| !sets.contains(&n)) {
+            continue;
+        }
         let Some(elems) = obj.pointer("/set/elem").and_then(Value::as_array) else {
             continue;
         };

@@ -19,7 +19,23 @@ pub struct Allow {
     pub why: String,
     /// Leaves the host (needs forwarding and masquerade), or ends on it.
     pub forwarded: bool,
+    /// A host-name destination: inside the namespace the rule matches this
+    /// set, which our resolver fills with the addresses it answered; on the
+    /// host (`to`/`except`) it stands for any public address.
+    pub set: Option<String>,
+    /// The host name (or wildcard) of such a rule.
+    pub name: Option<String>,
 }
+
+/// The nft set (in the namespace's table) of host-name destination `i`
+/// (0-based index in the policy's destinations; the name counts from 1,
+/// as plans and errors do).
+pub fn host_set(i: usize) -> String {
+    format!("host_{}", i + 1)
+}
+
+/// Where DNS from the sandbox goes when our resolver answers it.
+pub const RESOLVER_PORT: u16 = 53;
 
 /// Every way out, in the order the rules list them.
 pub fn allowlist(spec: &Spec) -> Vec<Allow> {
@@ -30,14 +46,29 @@ pub fn allowlist(spec: &Spec) -> Vec<Allow> {
         ports.push(side.guardrail_port.0);
     }
     let mut out = vec![Allow {
-        to: host,
+        to: host.clone(),
         except: vec![],
         protocol: Protocol::Tcp,
         ports,
         why: "the sidecar on the host IP".into(),
         forwarded: false,
+        set: None,
+        name: None,
     }];
-    if spec.policy.dns.allow && !spec.dns.is_empty() {
+    if spec.uses_resolver() {
+        for protocol in [Protocol::Udp, Protocol::Tcp] {
+            out.push(Allow {
+                to: host.clone(),
+                except: vec![],
+                protocol,
+                ports: vec![RESOLVER_PORT],
+                why: "DNS to our resolver on the host IP (it answers only allowed names)".into(),
+                forwarded: false,
+                set: None,
+                name: None,
+            });
+        }
+    } else if spec.policy.dns.allow && !spec.dns.is_empty() {
         let resolvers: Vec<Ipv4Net> = spec.dns.iter().map(|ip| Ipv4Net::from(*ip)).collect();
         for protocol in [Protocol::Udp, Protocol::Tcp] {
             out.push(Allow {
@@ -47,21 +78,43 @@ pub fn allowlist(spec: &Spec) -> Vec<Allow> {
                 ports: vec![53],
                 why: "DNS to the listed resolvers".into(),
                 forwarded: true,
+                set: None,
+                name: None,
             });
         }
     }
-    for d in &spec.policy.destinations {
-        let (to, except) = match d.to {
-            Target::Public => (vec![], not_public()),
-            Target::Net(n) => (vec![n], vec![]),
+    for (i, d) in spec.policy.destinations.iter().enumerate() {
+        let (to, except, set) = match &d.to {
+            Target::Public => (vec![], not_public(), None),
+            Target::Net(n) => (vec![*n], vec![], None),
+            Target::Host(h) => (vec![], not_public(), Some((host_set(i), h))),
         };
+        let why = match &set {
+            Some((_, h)) => format!("{h}: {}", d.why),
+            None => d.why.clone(),
+        };
+        let name = set.as_ref().map(|(_, h)| h.to_string());
         out.push(Allow {
             to,
             except,
             protocol: d.protocol,
             ports: d.ports.iter().map(|p| p.0).collect(),
-            why: d.why.clone(),
+            why,
             forwarded: true,
+            set: set.map(|(s, _)| s),
+            name,
+        });
+    }
+    if spec.audit {
+        out.push(Allow {
+            to: vec![],
+            except: not_public(),
+            protocol: Protocol::Tcp,
+            ports: vec![80, 443],
+            why: "audit mode: web to public addresses, every new connection recorded".into(),
+            forwarded: true,
+            set: None,
+            name: None,
         });
     }
     out
@@ -71,8 +124,15 @@ fn not_public() -> Vec<Ipv4Net> {
     NOT_PUBLIC.iter().filter_map(|s| s.parse().ok()).collect()
 }
 
-fn allow_conds(a: &Allow) -> Vec<Cond> {
+/// `inside`: for the namespace's table, where a host-name rule matches
+/// its set of answered addresses.
+fn allow_conds(a: &Allow, inside: bool) -> Vec<Cond> {
     let mut c = Vec::new();
+    if let (true, Some(set)) = (inside, &a.set) {
+        c.push(Cond::DstSet(set.clone()));
+        c.push(Cond::Port(a.protocol, a.ports.clone()));
+        return c;
+    }
     if !a.to.is_empty() {
         c.push(Cond::DstIp(a.to.clone()));
     }
@@ -85,6 +145,8 @@ fn allow_conds(a: &Allow) -> Vec<Cond> {
 
 /// The comment of every [`Verdict::Record`] rule.
 pub const RECORD: &str = "refusals are counted per destination and logged";
+/// The comment of the [`Verdict::Observe`] rule (audit mode).
+pub const OBSERVE: &str = "audit mode: every new connection is recorded per destination";
 
 fn rule(when: Vec<Cond>, then: Verdict, why: impl Into<String>) -> Rule {
     Rule {
@@ -114,8 +176,13 @@ pub fn netns_table(spec: &Spec) -> Table {
         rule(vec![Cond::Ipv6], Verdict::Record, RECORD),
         rule(vec![Cond::Ipv6], Verdict::Reject, "IPv6 is closed"),
     ]);
-    for a in allowlist(spec) {
-        output.push(rule(allow_conds(&a), Verdict::Accept, a.why));
+    if spec.audit {
+        output.push(rule(vec![], Verdict::Observe, OBSERVE));
+    }
+    let allows = allowlist(spec);
+    let name_sets = allows.iter().filter_map(|a| a.set.clone()).collect();
+    for a in allows {
+        output.push(rule(allow_conds(&a, true), Verdict::Accept, a.why));
     }
     output.push(rule(vec![], Verdict::Record, RECORD));
     output.push(rule(vec![], Verdict::Reject, "anything else is refused"));
@@ -151,6 +218,8 @@ pub fn netns_table(spec: &Spec) -> Table {
             chain("input".into(), Hook::Input, true, input),
             chain("output".into(), Hook::Output, true, output),
         ],
+        name_sets,
+        observe: spec.audit,
     }
 }
 
@@ -212,7 +281,7 @@ pub fn host_table(spec: &Spec) -> Table {
     ];
     for a in &allows {
         let mut when = from_sandbox();
-        when.extend(allow_conds(a));
+        when.extend(allow_conds(a, false));
         let target = if a.forwarded { &mut forward } else { &mut input };
         target.push(rule(when, Verdict::Accept, a.why.clone()));
     }
@@ -258,6 +327,8 @@ pub fn host_table(spec: &Spec) -> Table {
         prefix: names.prefix.clone(),
         dispatch: Some(veth),
         chains,
+        name_sets: vec![],
+        observe: false,
     }
 }
 
@@ -339,7 +410,7 @@ mod tests {
 
     #[test]
     fn default_adds_dns_to_listed_resolvers_only() {
-        let s = spec(&["--policy", "default", "--dns", "192.0.2.53"]);
+        let s = spec(&["--policy", crate::testutil::DNS_ONLY_POLICY, "--dns", "192.0.2.53"]);
         let ns = text(&netns_table(&s));
         assert!(ns.contains("ip daddr 192.0.2.53 udp dport 53 accept"), "{ns}");
         assert!(ns.contains("ip daddr 192.0.2.53 tcp dport 53 accept"), "{ns}");
@@ -356,7 +427,7 @@ mod tests {
 
     #[test]
     fn permissive_web_never_reaches_private_or_metadata_ranges() {
-        let s = spec(&["--policy", "permissive"]);
+        let s = spec(&["--policy", crate::testutil::WEB_POLICY]);
         let ns = text(&netns_table(&s));
         let web = ns.lines().find(|l| l.contains("dport { 80, 443 }")).expect("web rule");
         for r in [
@@ -370,6 +441,61 @@ mod tests {
             assert!(web.contains(r), "{r} missing from {web}");
         }
         assert!(web.contains("ip daddr != {"), "{web}");
+    }
+
+    #[test]
+    fn a_host_name_rule_matches_its_set_inside_and_public_addresses_on_the_host() {
+        let s = spec(&["--policy", "default", "--dns", "192.0.2.53"]);
+        let t = netns_table(&s);
+        assert_eq!(t.name_sets.len(), s.policy.destinations.len());
+        let ns = text(&t);
+        assert!(
+            ns.contains("set host_1 {\n\t\ttype ipv4_addr\n\t\tflags timeout\n\t}"),
+            "{ns}"
+        );
+        assert!(
+            ns.contains("ip daddr @host_1 tcp dport 443 accept comment \"*.telegram.org: Telegram"),
+            "{ns}"
+        );
+        // DNS goes to our resolver on the host IP, never to the upstreams.
+        assert!(ns.contains("ip daddr 10.200.0.1 udp dport 53 accept"), "{ns}");
+        assert!(!ns.contains("192.0.2.53"), "{ns}");
+        let host = text(&host_table(&s));
+        assert!(
+            !host.contains("@host_"),
+            "the host table holds no resolver sets: {host}"
+        );
+        assert!(!host.contains("192.0.2.53"), "{host}");
+        let fwd = host
+            .lines()
+            .find(|l| l.contains("*.telegram.org"))
+            .expect("forward rule");
+        assert!(fwd.contains("ip daddr != {") && fwd.contains("169.254.0.0/16"), "{fwd}");
+        // The JSON the kernel gets has the set and the rule's lookup.
+        let json = serde_json::to_string(&crate::firewall::render::to_nft_value(&t, false).expect("json")).expect("s");
+        assert!(
+            json.contains(r#""name":"host_1","type":"ipv4_addr","flags":["timeout"]"#),
+            "{json}"
+        );
+        assert!(json.contains(r#""right":"@host_1""#), "{json}");
+    }
+
+    #[test]
+    fn audit_mode_records_every_new_connection_and_opens_public_web() {
+        let s = spec(&["--policy", "strict", "--mode", "audit"]);
+        let ns = text(&netns_table(&s));
+        let observe = ns
+            .find("update @seen4 { ip daddr . meta l4proto . th dport }")
+            .expect("observe rule");
+        let first_accept = ns.find("ip daddr 10.200.0.1 tcp dport").expect("sidecar rule");
+        assert!(observe < first_accept, "recorded before any accept:\n{ns}");
+        assert!(ns.contains("set seen4 {"), "{ns}");
+        assert!(
+            ns.lines()
+                .any(|l| l.contains("dport { 80, 443 } accept") && l.contains("ip daddr != {")),
+            "{ns}"
+        );
+        assert!(!text(&netns_table(&spec(&["--policy", "strict"]))).contains("seen4"));
     }
 
     #[test]
@@ -483,11 +609,12 @@ mod tests {
 
     #[test]
     fn fingerprint_follows_content() {
-        let a = netns_table(&spec(&["--policy", "default"]));
-        let b = netns_table(&spec(&["--policy", "default", "--dns", "9.9.9.9"]));
+        let dns_only = crate::testutil::DNS_ONLY_POLICY;
+        let a = netns_table(&spec(&["--policy", dns_only]));
+        let b = netns_table(&spec(&["--policy", dns_only, "--dns", "9.9.9.9"]));
         assert_eq!(
             a.fingerprint(),
-            netns_table(&spec(&["--policy", "default"])).fingerprint()
+            netns_table(&spec(&["--policy", dns_only])).fingerprint()
         );
         assert_ne!(a.fingerprint(), b.fingerprint());
         assert!(a.marker_chain().starts_with("gen_"));

@@ -21,6 +21,12 @@ pub use render::{to_nft_json, to_nft_text};
 /// refusal path by [`Verdict::Record`] rules.
 pub const DENIED4: &str = "denied4";
 pub const DENIED6: &str = "denied6";
+/// Audit mode's set: one element per (destination, protocol, port) the
+/// sandbox opened a connection to, with a counter, fed by
+/// [`Verdict::Observe`].
+pub const SEEN4: &str = "seen4";
+/// Audit mode records a destination for a week after its last use.
+pub const SEEN_TIMEOUT_S: u32 = 7 * 24 * 3600;
 /// An element lives this long after its last refusal (`update` refreshes it).
 pub const DENIED_TIMEOUT_S: u32 = 24 * 3600;
 /// At most this many distinct destinations per set; past it, new ones are
@@ -45,6 +51,11 @@ pub struct Table {
     /// these (regular) chains. None: a table of our own, base chains.
     pub dispatch: Option<String>,
     pub chains: Vec<Chain>,
+    /// Sets of addresses (`ipv4_addr`, `flags timeout`, each element with
+    /// its own timeout) that our resolver fills: one per host-name rule.
+    pub name_sets: Vec<String>,
+    /// Audit mode: the [`SEEN4`] set exists.
+    pub observe: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -83,6 +94,8 @@ pub enum Cond {
     SrcIp(Ipv4Net),
     DstIp(Vec<Ipv4Net>),
     NotDstIp(Vec<Ipv4Net>),
+    /// `ip daddr @<set>`: one of the addresses in that set of the table.
+    DstSet(String),
     /// `tcp dport {..}` / `udp dport {..}`.
     Port(Protocol, Vec<u16>),
     Established,
@@ -115,6 +128,9 @@ pub enum Verdict {
     /// the refusal that follows. Counting sits in its own kernel rule, so a
     /// full set can never change the verdict.
     Record,
+    /// Not a verdict: count the packet in [`SEEN4`] by destination,
+    /// protocol and port (audit mode); evaluation goes on.
+    Observe,
 }
 
 impl Table {

@@ -12,7 +12,7 @@ use nftables::stmt::{Counter, Limit, Log, LogLevel, Match, Operator, Reject, Rej
 use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook, RejectCode};
 
 use super::{Chain, Cond, Hook, Rule, Table, Verdict};
-use super::{DENIED_SIZE, DENIED_TIMEOUT_S, LOG_BURST, LOG_PER_MINUTE};
+use super::{DENIED4, DENIED6, DENIED_SIZE, DENIED_TIMEOUT_S, LOG_BURST, LOG_PER_MINUTE, SEEN4, SEEN_TIMEOUT_S};
 
 /// The batch that (re)creates `t` atomically: "add table; delete table"
 /// first, so a stale or drifted copy of our table goes, and nothing else in
@@ -31,6 +31,7 @@ pub fn to_nft_json(t: &Table, fresh: bool) -> Nftables<'static> {
     };
     objs.push(add(NfListObject::Chain(regular_chain(&t.name, &t.marker_chain()))));
     objs.extend(denied_sets(t));
+    objs.extend(resolver_sets(t));
     for c in &t.chains {
         objs.push(add(NfListObject::Chain(base_chain(&t.name, c))));
         objs.extend(chain_rules(t, c));
@@ -58,6 +59,38 @@ pub fn denied_sets(t: &Table) -> Vec<NfObject<'static>> {
             })))
         })
         .collect()
+}
+
+/// Audit mode's `seen4` (every new connection, counted) and the resolver's
+/// sets of addresses per host-name rule (no default timeout: each element
+/// brings its own, the answer's TTL clamped).
+pub fn resolver_sets(t: &Table) -> Vec<NfObject<'static>> {
+    let mut v = Vec::new();
+    if t.observe {
+        v.push(add(NfListObject::Set(Box::new(schema::Set {
+            family: NfFamily::INet,
+            table: t.name.clone().into(),
+            name: SEEN4.into(),
+            set_type: SetTypeValue::Concatenated(
+                vec![SetType::Ipv4Addr, SetType::InetProto, SetType::InetService].into(),
+            ),
+            flags: Some([SetFlag::Timeout].into_iter().collect()),
+            timeout: Some(SEEN_TIMEOUT_S),
+            size: Some(DENIED_SIZE),
+            ..Default::default()
+        }))));
+    }
+    for name in &t.name_sets {
+        v.push(add(NfListObject::Set(Box::new(schema::Set {
+            family: NfFamily::INet,
+            table: t.name.clone().into(),
+            name: name.clone().into(),
+            set_type: SetTypeValue::Single(SetType::Ipv4Addr),
+            flags: Some([SetFlag::Timeout].into_iter().collect()),
+            ..Default::default()
+        }))));
+    }
+    v
 }
 
 /// A chain without a hook, reached only by a jump (or never: a marker).
@@ -117,6 +150,13 @@ pub fn with_set_counters(batch: &Nftables<'_>) -> serde_json::Result<serde_json:
     let mut v = serde_json::to_value(batch)?;
     for obj in v["nftables"].as_array_mut().into_iter().flatten() {
         if let Some(set) = obj.pointer_mut("/add/set").and_then(|s| s.as_object_mut()) {
+            let counted = set
+                .get("name")
+                .and_then(|n| n.as_str())
+                .is_some_and(|n| [DENIED4, DENIED6, SEEN4].contains(&n));
+            if !counted {
+                continue;
+            }
             set.insert("stmt".into(), serde_json::json!([{ "counter": null }]));
         }
     }
@@ -174,6 +214,21 @@ fn rule_exprs(r: &Rule, log_prefix: &str, sets: (&str, &str)) -> Vec<Vec<Stateme
         Verdict::Accept => vec![with(None, vec![Statement::Accept(None)])],
         Verdict::Drop => vec![with(None, vec![Statement::Drop(None)])],
         Verdict::Masquerade => vec![with(None, vec![Statement::Masquerade(None)])],
+        Verdict::Observe => {
+            let mut count = conds.clone();
+            count.push(meta_eq(MetaKey::Nfproto, "ipv4"));
+            count.push(l4_tcp_udp());
+            count.push(Statement::Set(nftables::stmt::Set {
+                op: SetOp::Update,
+                elem: Expression::Named(NamedExpression::Concat(vec![
+                    payload("ip", "daddr"),
+                    Expression::Named(NamedExpression::Meta(Meta { key: MetaKey::L4proto })),
+                    payload("th", "dport"),
+                ])),
+                set: format!("@{SEEN4}").into(),
+            }));
+            vec![count]
+        }
         Verdict::Record => {
             let v6 = r.when.contains(&Cond::Ipv6);
             let (family, set, addr) = if v6 {
@@ -255,6 +310,17 @@ fn tcp_reset(r: &Rule) -> bool {
     !(from_a_link && r.when.contains(&Cond::Ipv6))
 }
 
+fn l4_tcp_udp() -> Statement<'static> {
+    matches(
+        Expression::Named(NamedExpression::Meta(Meta { key: MetaKey::L4proto })),
+        Operator::EQ,
+        Expression::Named(NamedExpression::Set(vec![
+            SetItem::Element(Expression::String("tcp".into())),
+            SetItem::Element(Expression::String("udp".into())),
+        ])),
+    )
+}
+
 fn counter() -> Statement<'static> {
     Statement::Counter(Counter::Anonymous(None))
 }
@@ -320,6 +386,7 @@ fn cond(c: &Cond) -> Statement<'static> {
         Cond::SrcIp(n) => matches(payload("ip", "saddr"), Operator::EQ, net(n)),
         Cond::DstIp(ns) => matches(payload("ip", "daddr"), Operator::EQ, nets(ns)),
         Cond::NotDstIp(ns) => matches(payload("ip", "daddr"), Operator::NEQ, nets(ns)),
+        Cond::DstSet(set) => matches(payload("ip", "daddr"), Operator::EQ, s(&format!("@{set}"))),
         Cond::Port(proto, ps) => matches(payload(proto.as_str(), "dport"), Operator::EQ, ports(ps)),
         Cond::Established => matches(
             Expression::Named(NamedExpression::CT(CT {
@@ -369,11 +436,21 @@ pub fn to_nft_text(t: &Table) -> String {
 pub fn sets_text(t: &Table) -> String {
     let (v4, v6) = t.denied_sets();
     let mut out = String::new();
-    for (name, addr) in [(v4, "ipv4_addr"), (v6, "ipv6_addr")] {
+    let mut counted = vec![
+        (v4, "ipv4_addr", DENIED_TIMEOUT_S),
+        (v6, "ipv6_addr", DENIED_TIMEOUT_S),
+    ];
+    if t.observe {
+        counted.push((SEEN4.to_string(), "ipv4_addr", SEEN_TIMEOUT_S));
+    }
+    for (name, addr, timeout) in counted {
         out.push_str(&format!(
             "\tset {name} {{\n\t\ttype {addr} . inet_proto . inet_service\n\t\tsize {DENIED_SIZE}\n\t\tflags dynamic,timeout\n\t\tcounter\n\t\ttimeout {}h\n\t}}\n",
-            DENIED_TIMEOUT_S / 3600
+            timeout / 3600
         ));
+    }
+    for name in &t.name_sets {
+        out.push_str(&format!("\tset {name} {{\n\t\ttype ipv4_addr\n\t\tflags timeout\n\t}}\n"));
     }
     out
 }
@@ -418,6 +495,14 @@ pub fn rule_text(r: &Rule, log_prefix: &str, sets: (&str, &str)) -> Vec<String> 
         Verdict::Accept => vec![line(conds, "accept")],
         Verdict::Drop => vec![line(conds, "drop")],
         Verdict::Masquerade => vec![line(conds, "masquerade")],
+        Verdict::Observe => {
+            let mut count = conds;
+            count.push("meta nfproto ipv4 meta l4proto { tcp, udp }".into());
+            vec![line(
+                count,
+                &format!("update @{SEEN4} {{ ip daddr . meta l4proto . th dport }}"),
+            )]
+        }
         Verdict::Record => {
             let v6 = r.when.contains(&Cond::Ipv6);
             let (set, addr) = if v6 { (sets.1, "ip6") } else { (sets.0, "ip") };
@@ -470,6 +555,7 @@ fn cond_text(c: &Cond) -> String {
         Cond::SrcIp(n) => format!("ip saddr {}", nets_text(std::slice::from_ref(n))),
         Cond::DstIp(ns) => format!("ip daddr {}", nets_text(ns)),
         Cond::NotDstIp(ns) => format!("ip daddr != {}", nets_text(ns)),
+        Cond::DstSet(set) => format!("ip daddr @{set}"),
         Cond::Port(proto, ps) => {
             let list = match ps.as_slice() {
                 [p] => p.to_string(),

@@ -35,7 +35,13 @@ struct FileRecord {
 
 pub fn resolv_conf(spec: &Spec) -> String {
     let mut s = header(spec);
-    if spec.policy.dns.allow && !spec.dns.is_empty() {
+    if spec.uses_resolver() {
+        s.push_str(&format!(
+            "# Our resolver on the host IP: it answers only the names policy {} allows.\nnameserver {}\n",
+            spec.policy_name, spec.net.host_ip
+        ));
+        s.push_str("options timeout:2 attempts:2\n");
+    } else if spec.policy.dns.allow && !spec.dns.is_empty() {
         for ip in &spec.dns {
             s.push_str(&format!("nameserver {ip}\n"));
         }
@@ -226,9 +232,22 @@ mod tests {
 
     #[test]
     fn resolv_conf_lists_the_resolvers() {
-        let s = resolv_conf(&spec(&["--policy", "default", "--dns", "192.0.2.53,192.0.2.54"]));
+        let policy = crate::testutil::DNS_ONLY_POLICY;
+        let s = resolv_conf(&spec(&["--policy", policy, "--dns", "192.0.2.53,192.0.2.54"]));
         assert!(s.contains("nameserver 192.0.2.53\nnameserver 192.0.2.54\n"), "{s}");
         assert!(!s.contains("127.0.0"), "{s}");
+    }
+
+    #[test]
+    fn names_in_the_policy_point_dns_at_our_resolver_only() {
+        for flags in [
+            &["--policy", "default", "--dns", "192.0.2.53"][..],
+            &["--policy", "strict", "--mode", "audit"],
+        ] {
+            let s = resolv_conf(&spec(flags));
+            let servers: Vec<&str> = s.lines().filter(|l| l.starts_with("nameserver")).collect();
+            assert_eq!(servers, ["nameserver 10.200.0.1"], "{flags:?}: {s}");
+        }
     }
 
     #[test]

@@ -13,6 +13,7 @@
 //! | nflog         | net.netfilter.nf_log_all_netns=1 (host-wide; initial netns only) | old value restored |
 //! | dns           | /etc/netns/<name>0/{resolv,nsswitch}.conf | remove (if unedited)        |
 //! | veth          | <name>0 <-> eth0 (in netns), addrs, route | host end down; the pair goes with the netns |
+//! | resolver      | (names in the policy, or audit mode) resolver.json in the state dir; under --no-systemd the `sandbox resolver` process | process stopped (pid + start time), files removed |
 //! | policy        | ~/.defenseclaw/policy/ (Rego, rule packs, manifest) | kept (edits never overwritten) |
 //! | openclaw      | gateway mode/port/bind/auth + guardrail wiring in openclaw.json, .bak | original back from root's copy (or our keys out) |
 //! | scripts       | ~/run-sandbox.sh, ~/pair.sh               | remove (if unedited)        |
@@ -31,6 +32,7 @@ mod nflog;
 mod openclaw;
 mod pairing;
 mod policy_dir;
+mod resolver;
 mod scripts;
 mod sidecar;
 mod sidecar_data;
@@ -41,6 +43,7 @@ mod veth;
 use crate::engine::Step;
 
 pub use firewall::only_clears_refusals;
+pub use resolver::unit as resolver_unit;
 pub use veth::alias as veth_alias;
 
 pub fn all() -> Vec<Box<dyn Step>> {
@@ -52,6 +55,7 @@ pub fn all() -> Vec<Box<dyn Step>> {
         Box::new(nflog::NfLog),
         Box::new(dns::DnsFiles),
         Box::new(veth::Veth),
+        Box::new(resolver::Resolver),
         Box::new(policy_dir::PolicyDir),
         Box::new(openclaw::OpenclawJson),
         Box::new(scripts::Scripts),

@@ -34,11 +34,7 @@ pub const FILE_MODE: u32 = 0o640;
 const WRITTEN: &str = ".sandbox-written.json";
 const MANIFEST: &str = "manifest.json";
 
-const REGO: &[(&str, &str)] = &[
-    ("strict", include_str!("../../policies/strict/egress.rego")),
-    ("default", include_str!("../../policies/default/egress.rego")),
-    ("permissive", include_str!("../../policies/permissive/egress.rego")),
-];
+const REGO: &[(&str, &str)] = &[("strict", include_str!("../../policies/strict/egress.rego"))];
 const REGO_CUSTOM: &str = include_str!("../../policies/custom/egress.rego");
 const RULE_PACKS: &[(&str, &str)] = &[
     (

@@ -36,6 +36,7 @@ pub const TARGET_TEMPLATE: &str = include_str!("../../units/defenseclaw-sandbox.
 pub const NET_TEMPLATE: &str = include_str!("../../units/sandbox-net@.service");
 pub const GATEWAY_TEMPLATE: &str = include_str!("../../units/defenseclaw-gateway@.service");
 pub const GATEWAY_DROPIN_TEMPLATE: &str = include_str!("../../units/defenseclaw-gateway-instance.conf");
+pub const RESOLVER_TEMPLATE: &str = include_str!("../../units/sandbox-resolver@.service");
 
 /// Where unit files go (under `--root`).
 pub const UNIT_DIR: &str = "/etc/systemd/system";
@@ -64,9 +65,26 @@ pub fn template_slice(prefix: &str) -> String {
     format!("system-{}.slice", prefix.replace('-', "\\x2d"))
 }
 
-/// Our units, in the order they start (the target last).
-fn all_units(name: &str) -> [String; 4] {
-    [net_unit(name), gateway_unit(name), agent_unit(name), target_unit(name)]
+/// Our units, in the order they start (the target last). The resolver's
+/// is there only for a policy that names hosts (or audit mode), but is
+/// always stopped on revert.
+fn all_units(name: &str) -> [String; 5] {
+    [
+        net_unit(name),
+        super::resolver::unit(name),
+        gateway_unit(name),
+        agent_unit(name),
+        target_unit(name),
+    ]
+}
+
+/// The units this spec runs.
+fn wanted_units(spec: &Spec) -> Vec<String> {
+    let resolver = super::resolver::unit(&spec.name);
+    all_units(&spec.name)
+        .into_iter()
+        .filter(|u| spec.uses_resolver() || *u != resolver)
+        .collect()
 }
 
 /// What rendering needs beyond the spec (found on the host).
@@ -170,6 +188,18 @@ pub fn render(spec: &Spec, inputs: &Inputs) -> Result<Vec<UnitFile>> {
         ),
         ("sandbox_bin", unit_word("the sandbox program", "", &sandbox_bin)?),
         ("user_lines", sidecar_user_lines(spec, inputs)?),
+        (
+            "resolver_wants",
+            if spec.uses_resolver() {
+                format!(
+                    "Wants={}\nAfter={}\n",
+                    super::resolver::unit(name),
+                    super::resolver::unit(name)
+                )
+            } else {
+                String::new()
+            },
+        ),
     ];
     let file = |rel: String, template: &str, shared: bool, unit: String| -> Result<UnitFile> {
         Ok(UnitFile {
@@ -179,7 +209,7 @@ pub fn render(spec: &Spec, inputs: &Inputs) -> Result<Vec<UnitFile>> {
             unit,
         })
     };
-    Ok(vec![
+    let mut files = vec![
         file("sandbox-net@.service".into(), NET_TEMPLATE, true, net_unit(name))?,
         file(
             "defenseclaw-gateway@.service".into(),
@@ -195,7 +225,19 @@ pub fn render(spec: &Spec, inputs: &Inputs) -> Result<Vec<UnitFile>> {
         )?,
         file(agent_unit(name), AGENT_TEMPLATE, false, agent_unit(name))?,
         file(target_unit(name), TARGET_TEMPLATE, false, target_unit(name))?,
-    ])
+    ];
+    if spec.uses_resolver() {
+        files.insert(
+            1,
+            file(
+                "sandbox-resolver@.service".into(),
+                RESOLVER_TEMPLATE,
+                true,
+                super::resolver::unit(name),
+            )?,
+        );
+    }
+    Ok(files)
 }
 
 fn sidecar_user_lines(spec: &Spec, inputs: &Inputs) -> Result<String> {
@@ -429,7 +471,7 @@ impl Step for Units {
             ));
         }
         let mut down = Vec::new();
-        for u in all_units(name) {
+        for u in wanted_units(spec) {
             if !sd.state(&u)?.is_active() {
                 down.push(u);
             }
@@ -581,7 +623,7 @@ impl Step for Units {
             rec.put(&r)?;
         }
         let mut down = Vec::new();
-        for u in all_units(name) {
+        for u in wanted_units(spec) {
             if !sd.state(&u)?.is_active() {
                 down.push(u);
             }
@@ -709,7 +751,11 @@ fn stop_and_disable(dir: &Path, name: &str, out: &mut Vec<String>) -> Result<Opt
         }
     }
     if other_instances(dir, name)?.is_empty() {
-        for slice in [template_slice("sandbox-net"), template_slice("defenseclaw-gateway")] {
+        for slice in [
+            template_slice("sandbox-net"),
+            template_slice("sandbox-resolver"),
+            template_slice("defenseclaw-gateway"),
+        ] {
             if s.state(&slice)?.active != "inactive" {
                 s.stop(&slice, JOB_TIMEOUT)?;
                 out.push(format!("stopped {slice} (now empty)"));
@@ -759,10 +805,14 @@ fn sweep_units(root: &crate::spec::Root, name: &str) -> Result<Vec<String>> {
             None => {}
         }
     }
-    let shared: Vec<PathBuf> = ["sandbox-net@.service", "defenseclaw-gateway@.service"]
-        .iter()
-        .map(|f| dir.join(f))
-        .collect();
+    let shared: Vec<PathBuf> = [
+        "sandbox-net@.service",
+        "sandbox-resolver@.service",
+        "defenseclaw-gateway@.service",
+    ]
+    .iter()
+    .map(|f| dir.join(f))
+    .collect();
     let lonely = other_instances(&dir, name)?.is_empty();
     let shared_ours: Vec<&PathBuf> = if lonely {
         shared.iter().filter(|p| matches!(marked(p), Ok(Some(true)))).collect()
@@ -839,7 +889,7 @@ fn check_running(sd: &mut Systemd, spec: &Spec) -> Result<()> {
     let name = &spec.name;
     let mut bad = Vec::new();
     let mut fixes = Vec::new();
-    for u in all_units(name) {
+    for u in wanted_units(spec) {
         let st = sd.state(&u)?;
         if st.is_active() {
             continue;
@@ -988,9 +1038,13 @@ mod tests {
 
     #[test]
     fn templates_have_every_placeholder_filled() {
-        for extra in [&[][..], &["--policy", "strict", "--name", "ci3"], &["--no-guardrail"]] {
+        for (extra, n) in [
+            (&[][..], 6),
+            (&["--policy", "strict", "--name", "ci3"], 5),
+            (&["--no-guardrail"], 6),
+        ] {
             let files = render(&spec(extra), &inputs()).expect("render");
-            assert_eq!(files.len(), 5);
+            assert_eq!(files.len(), n, "{extra:?}: the resolver's template only with names");
             for f in &files {
                 assert!(!f.body.contains("{{"), "{}: {}", f.rel, f.body);
                 assert!(f.body.ends_with('\n'), "{}", f.rel);
@@ -1040,7 +1094,7 @@ mod tests {
             &inputs(),
         )
         .expect("one");
-        let b = render(&spec(&["--name", "two", "--policy", "strict"]), &inputs()).expect("two");
+        let b = render(&spec(&["--name", "two", "--policy", "default"]), &inputs()).expect("two");
         for f in a.iter().filter(|f| f.shared) {
             assert_eq!(f.body, body(&b, &f.rel), "{} differs between sandboxes", f.rel);
         }
@@ -1078,8 +1132,10 @@ mod tests {
 
     #[test]
     fn rendered_units_pass_systemd_analyze_verify() {
-        let cases: [&[&str]; 3] = [
+        let cases: [&[&str]; 4] = [
             &["--policy", "strict"],
+            // The resolver's unit too.
+            &["--policy", "strict", "--mode", "audit"],
             &["--sandbox-home", "/srv/ci 3", "--name", "ci3", "--no-guardrail"],
             // No SUDO_USER: the sidecar gets a dynamic user.
             &["--sidecar-user", "root", "--policy", "permissive"],
@@ -1099,7 +1155,11 @@ mod tests {
                 })
                 .expect("target");
             let mut args = vec!["verify".to_string(), "--man=no".to_string()];
+            let with_resolver = files.iter().any(|f| f.rel == "sandbox-resolver@.service");
             for u in all_units(&name) {
+                if u.starts_with("sandbox-resolver@") && !with_resolver {
+                    continue;
+                }
                 args.push(format!("./{u}"));
             }
             let args: Vec<&str> = args.iter().map(String::as_str).collect();

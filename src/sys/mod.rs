@@ -7,6 +7,7 @@ pub mod files;
 pub mod netlink;
 pub mod netns;
 pub mod nft;
+pub mod nft_set;
 pub mod owner;
 pub mod sysctl;
 pub mod systemd;

@@ -30,6 +30,8 @@ use sandbox::state::Store;
 /// socket one RCU grace period after its close).
 const SETTLE: Duration = Duration::from_millis(100);
 
+const DNS_ONLY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/policies/examples/dns-only.toml");
+
 const NETWORK_STEPS: &[&str] = &["netns", "firewall", "forwarding", "dns", "veth"];
 
 fn main() -> Result<(), String> {
@@ -66,7 +68,7 @@ fn main() -> Result<(), String> {
         "--root",
         root_s,
         "--policy",
-        "default",
+        DNS_ONLY,
         "--dns",
         "203.0.113.53",
         "--no-systemd",
@@ -184,7 +186,7 @@ fn full_setup_args(root: &str) -> [&str; 9] {
         "--non-interactive",
         "--no-systemd",
         "--policy",
-        "default",
+        DNS_ONLY,
         "--dns",
         "203.0.113.53",
     ]

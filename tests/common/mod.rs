@@ -24,6 +24,7 @@
 
 #![allow(dead_code)] // each test file uses a different part of the harness
 
+pub mod dns;
 pub mod openclaw;
 
 use std::collections::BTreeMap;
@@ -58,6 +59,12 @@ pub const WEB: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 80);
 pub const METADATA: Ipv4Addr = Ipv4Addr::new(169, 254, 169, 254);
 /// A private address behind the gateway: "public" must not include it.
 pub const LAN_BOX: Ipv4Addr = Ipv4Addr::new(10, 10, 10, 10);
+
+/// The example policy files with what `default` and `permissive` allowed
+/// before those presets became DefenseClaw's name lists (issue 17):
+/// DNS to the `--dns` resolvers; and that plus web to public addresses.
+pub const DNS_ONLY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/policies/examples/dns-only.toml");
+pub const WEB_POLICY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/policies/examples/web.toml");
 
 /// The flag value every test that may send DNS passes (never the defaults).
 pub const DNS_A: &str = "203.0.113.53";
