@@ -141,23 +141,28 @@ impl Host {
         let dir = root.path("/var/lib/sandbox");
         crate::state::check_tree(root, "")?;
         let path = lock_path(root);
+        // The last holder removes the lock file (and maybe the directory):
+        // a lock on an unlinked file excludes nobody, so lock again until
+        // ours is the one at the path. Each retry means another run got
+        // through meanwhile, so this ends; a bound turns a bug into an error.
         let mut attempt = 0;
         let lock = loop {
             attempt += 1;
+            if attempt > 10_000 {
+                return Err(Error::host(
+                    format!("host lock {}", path.display()),
+                    "kept vanishing while being locked",
+                    "report this as a bug; re-running usually succeeds",
+                ));
+            }
             files::create_dirs(&dir, 0o700)?;
             let Some(file) = crate::state::open_lock_file(&path)? else {
-                if attempt < 10 {
-                    continue;
-                }
-                return Err(Error::io("open lock", &path, std::io::ErrorKind::NotFound.into()));
+                continue;
             };
             // Blocking: the sections under this lock are short.
             let lock = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
                 .map_err(|(_, e)| Error::io("lock", &path, e.into()))?;
-            // The last holder removes the lock file: a lock on an unlinked
-            // file excludes nobody, so lock again until ours is the one at
-            // the path.
-            if crate::state::same_file(&lock, &path) || attempt >= 10 {
+            if crate::state::same_file(&lock, &path) {
                 break lock;
             }
         };
