@@ -27,7 +27,7 @@ use crate::steps;
 pub const IN_MEMORY: &[&str] = &["netns", "firewall", "forwarding", "nflog", "veth"];
 /// The steps whose objects survive a reboot (files, accounts, units).
 pub const PERSISTENT: &[&str] = &[
-    "user", "dns", "policy", "openclaw", "scripts", "sidecar", "pairing", "extras", "units",
+    "user", "dns", "policy", "openclaw", "scripts", "sidecar", "pairing", "extras", "units", "job_home",
 ];
 /// How long to wait for another run (an operator's `setup`) to let go of
 /// the lock.

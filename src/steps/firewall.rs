@@ -36,6 +36,10 @@ impl Step for EgressRules {
         "firewall"
     }
 
+    fn in_jobs(&self) -> bool {
+        true
+    }
+
     fn volatile(&self) -> bool {
         true
     }

@@ -169,6 +169,7 @@ pub fn render(spec: &Spec, inputs: &Inputs) -> Result<Vec<UnitFile>> {
         ),
         ("sandbox_bin", unit_word("the sandbox program", "", &sandbox_bin)?),
         ("user_lines", sidecar_user_lines(spec, inputs)?),
+        ("hardening", crate::hardening::unit_lines(crate::hardening::AGENT)),
     ];
     let file = |rel: String, template: &str, shared: bool, unit: String| -> Result<UnitFile> {
         Ok(UnitFile {
