@@ -496,11 +496,27 @@ fn jobs(root: &Root) -> Result<Vec<(String, Option<Spec>)>> {
     Ok(out)
 }
 
+/// Whether someone holds the job's lock (a `job run`, a `job create`
+/// under way), read from /proc/locks: trying the lock ourselves, even
+/// shared, could make that holder's own attempt fail.
 fn in_use(root: &Root, name: &str) -> bool {
-    let Ok(f) = std::fs::File::open(root.state_dir(name).join("lock")) else {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = std::fs::metadata(root.state_dir(name).join("lock")) else {
         return false;
     };
-    nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockSharedNonblock).is_err()
+    let Ok(locks) = std::fs::read_to_string("/proc/locks") else {
+        return false;
+    };
+    let dev = meta.dev();
+    let want = format!(
+        "{:02x}:{:02x}:{}",
+        nix::sys::stat::major(dev),
+        nix::sys::stat::minor(dev),
+        meta.ino()
+    );
+    locks
+        .lines()
+        .any(|l| l.contains("FLOCK") && l.split_whitespace().any(|w| w == want))
 }
 
 fn list(host: &JobHostArgs, json: bool) -> Result<()> {
@@ -615,7 +631,11 @@ pub fn gc(root: &Root, systemd: bool) -> Result<Vec<String>> {
         if spec::check_name(&holder).is_err() || !root.state_dir(&holder).exists() {
             continue;
         }
-        if root.state_dir(&holder).join("state.json").exists() || in_use(root, &holder) || !lease_is_old(root, slot) {
+        // The lease is taken under the job's lock, before its first record:
+        // a lease whose job has no record and whose lock nobody holds was
+        // left by a creator that died in between.
+        let _ = slot;
+        if root.state_dir(&holder).join("state.json").exists() || in_use(root, &holder) {
             continue;
         }
         if let Ok((store, mut state)) = Store::open(root, &holder) {
@@ -638,14 +658,6 @@ pub fn gc(root: &Root, systemd: bool) -> Result<Vec<String>> {
         Some(e) => Err(e),
         None => Ok(out),
     }
-}
-
-fn lease_is_old(root: &Root, slot: u32) -> bool {
-    std::fs::metadata(lease::dir(root).join(slot.to_string()))
-        .and_then(|m| m.modified())
-        .ok()
-        .and_then(|t| SystemTime::now().duration_since(t).ok())
-        .is_some_and(|age| age > Duration::from_secs(10))
 }
 
 // ---- running a command ------------------------------------------------------
