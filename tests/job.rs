@@ -452,3 +452,33 @@ fn sigterm_to_job_run_is_forwarded_then_everything_torn_down() {
     }
     before.assert_same(&host.snapshot(), "after the signalled runs");
 }
+
+#[test]
+fn boot_never_recreates_a_job_and_reaps_it_once_its_creator_is_gone() {
+    let _one = serial();
+    let Some(host) = FakeHost::new() else { return };
+    let mut sleeper = host.in_ns(Ns::Host, || Command::new("sleep").arg("60").spawn().expect("sleep"));
+    let pid = sleeper.id().to_string();
+    let o = job(&host, "create", &["--name", "jboot", "--creator", &pid], b"");
+    assert_eq!(o.code, 0, "{}", text(&o.stderr));
+    // What a reboot takes: the namespace (and the veth with it).
+    let ns = host.root().join("run/netns/jboot0");
+    let gone = ns.clone();
+    host.in_ns(Ns::Host, move || {
+        nix::mount::umount2(&gone, nix::mount::MntFlags::MNT_DETACH).expect("umount");
+        std::fs::remove_file(&gone).expect("rm");
+    });
+    let boot = |host: &FakeHost| {
+        host.sandbox(&["setup", "--boot", "--name", "jboot", "--root", host.root_str(), "--no-systemd"])
+    };
+    let run = boot(&host);
+    assert_eq!(run.code, 0, "{run}");
+    assert!(!ns.exists(), "boot re-created a job's namespace:\n{run}");
+    assert!(run.stdout.contains("not re-created"), "{run}");
+    sleeper.kill().expect("kill");
+    let _ = sleeper.wait();
+    let run = boot(&host);
+    assert_eq!(run.code, 0, "{run}");
+    assert!(run.stdout.contains("destroyed job jboot: its creator"), "{run}");
+    assert_no_residue(&host, "after boot reaped the job");
+}
