@@ -48,6 +48,29 @@ pub fn properties(u: &Unit<'_>) -> Result<Vec<(String, Prop)>> {
     Ok(out)
 }
 
+/// The job's unit as a unit file: what `systemd-analyze security` scores
+/// (the exposure test), made of the same settings as the properties.
+pub fn unit_file(u: &Unit<'_>) -> String {
+    let l = u.launch;
+    let mut out = format!(
+        "# The transient unit `sandbox job` starts for job {name} (as properties over D-Bus).\n\
+         [Unit]\nDescription=CI job {name}\n\n[Service]\nType=exec\nRemainAfterExit=yes\n\
+         User={uid}\nGroup={uid}\nWorkingDirectory={home}\nNetworkNamespacePath={netns}\n\
+         BindReadOnlyPaths={resolv}:/etc/resolv.conf {nss}:/etc/nsswitch.conf\nBindPaths={state_home}:{home}\n\
+         ExecStart={program}\n",
+        name = u.name,
+        uid = l.uid,
+        home = HOME_IN_JOB,
+        netns = l.netns.display(),
+        resolv = l.resolv_conf.display(),
+        nss = l.nsswitch_conf.display(),
+        state_home = l.home.display(),
+        program = l.program.display(),
+    );
+    out.push_str(&hardening::unit_lines(hardening::AGENT));
+    out
+}
+
 fn value(p: Prop) -> Value<'static> {
     match p {
         Prop::Bool(b) => Value::from(b),
@@ -193,5 +216,44 @@ mod tests {
         assert_eq!(sig("TemporaryFileSystem"), "a(ss)");
         assert_eq!(sig("SystemCallArchitectures"), "as");
         assert_eq!(sig("SystemCallErrorNumber"), "i");
+    }
+
+    /// The job's unit, as a file of the same settings, scores as the
+    /// agent's (at most 1.1) in `systemd-analyze security`.
+    #[test]
+    fn job_unit_exposure_is_at_most_1_1() {
+        let l = super::super::launch::Launch {
+            uid: 2_000_000_007,
+            netns: "/run/netns/j10".into(),
+            resolv_conf: "/etc/netns/j10/resolv.conf".into(),
+            nsswitch_conf: "/etc/netns/j10/nsswitch.conf".into(),
+            home: "/var/lib/sandbox/j1/home".into(),
+            program: "/bin/true".into(),
+            argv: vec!["true".into()],
+            env: vec![],
+            tasks_max: None,
+            memory_max: None,
+        };
+        let text = unit_file(&Unit {
+            name: "j1".into(),
+            launch: &l,
+        });
+        let d = tempfile::tempdir().expect("tempdir");
+        std::fs::write(d.path().join("sandbox-job-j1.service"), &text).expect("write");
+        let out = std::process::Command::new("systemd-analyze")
+            .args(["security", "--offline=yes", "--man=no", "./sandbox-job-j1.service"])
+            .current_dir(d.path())
+            .output()
+            .unwrap_or_else(|e| panic!("systemd-analyze is needed ({e}): apt-get install systemd"));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let level: f64 = stdout
+            .lines()
+            .find(|l| l.contains("Overall exposure level"))
+            .and_then(|l| l.rsplit(':').next())
+            .and_then(|t| t.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no exposure line:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr)));
+        eprintln!("job unit exposure {level}");
+        assert!(level <= 1.1, "job unit exposure {level}:\n{stdout}");
     }
 }
