@@ -5,12 +5,12 @@
 
 mod common;
 
+use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::fs::File;
 use std::path::Path;
-use std::sync::Arc;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -94,7 +94,11 @@ fn assert_no_residue(host: &FakeHost, context: &str) {
     let left: Vec<_> = std::fs::read_dir(&state)
         .map(|d| d.flatten().map(|e| e.file_name()).collect())
         .unwrap_or_default();
-    assert!(left.is_empty(), "{context}: state left in {}: {left:?}", state.display());
+    assert!(
+        left.is_empty(),
+        "{context}: state left in {}: {left:?}",
+        state.display()
+    );
     let dns: Vec<_> = std::fs::read_dir(root.join("etc/netns"))
         .map(|d| d.flatten().map(|e| e.file_name()).collect())
         .unwrap_or_default();
@@ -158,7 +162,11 @@ fn exit_codes_and_output_pass_through_exactly() {
         let t = Instant::now();
         let o = job(&host, "run", args, b"");
         assert_eq!(o.code, *want, "{args:?}: stderr {}", text(&o.stderr));
-        assert!(o.stdout.is_empty(), "{args:?}: sandbox wrote to stdout: {}", text(&o.stdout));
+        assert!(
+            o.stdout.is_empty(),
+            "{args:?}: sandbox wrote to stdout: {}",
+            text(&o.stdout)
+        );
         if *want == 124 {
             assert!(t.elapsed() < Duration::from_secs(20), "the timeout did not stop it");
         }
@@ -273,7 +281,10 @@ fn jobs_killed_at_random_moments_are_reaped_by_gc() {
     let o = job(&host, "gc", &[], b"");
     assert_eq!(o.code, 0, "gc: {}", text(&o.stderr));
     let said = text(&o.stdout);
-    assert!(said.contains(&format!("destroyed job {created}: its creator")), "{said}");
+    assert!(
+        said.contains(&format!("destroyed job {created}: its creator")),
+        "{said}"
+    );
     assert_no_residue(&host, "after gc");
     // A second gc finds nothing.
     let o = job(&host, "gc", &[], b"");
@@ -286,7 +297,12 @@ fn create_exec_destroy_list_and_ttl() {
     let _one = serial();
     let Some(host) = FakeHost::new() else { return };
     let before = host.snapshot();
-    let o = job(&host, "create", &["--name", "ci7", "--creator", "none", "--ttl", "1s"], b"");
+    let o = job(
+        &host,
+        "create",
+        &["--name", "ci7", "--creator", "none", "--ttl", "1s"],
+        b"",
+    );
     assert_eq!((o.code, text(&o.stdout)), (0, "ci7\n".into()), "{}", text(&o.stderr));
     let o = job(&host, "create", &["--name", "ci7"], b"");
     assert_eq!(o.code, 2, "the name is taken: {}", text(&o.stderr));
@@ -303,7 +319,11 @@ fn create_exec_destroy_list_and_ttl() {
     assert_eq!(o.code, 125, "{}", text(&o.stderr));
     std::thread::sleep(Duration::from_millis(1100));
     let o = job(&host, "gc", &[], b"");
-    assert!(text(&o.stdout).contains("destroyed job ci7: its TTL has passed"), "{}", text(&o.stdout));
+    assert!(
+        text(&o.stdout).contains("destroyed job ci7: its TTL has passed"),
+        "{}",
+        text(&o.stdout)
+    );
     // Destroy is idempotent.
     for _ in 0..2 {
         let o = job(&host, "destroy", &["ci7"], b"");
@@ -469,7 +489,15 @@ fn boot_never_recreates_a_job_and_reaps_it_once_its_creator_is_gone() {
         std::fs::remove_file(&gone).expect("rm");
     });
     let boot = |host: &FakeHost| {
-        host.sandbox(&["setup", "--boot", "--name", "jboot", "--root", host.root_str(), "--no-systemd"])
+        host.sandbox(&[
+            "setup",
+            "--boot",
+            "--name",
+            "jboot",
+            "--root",
+            host.root_str(),
+            "--no-systemd",
+        ])
     };
     let run = boot(&host);
     assert_eq!(run.code, 0, "{run}");
