@@ -84,7 +84,7 @@ fn prepare(l: &Launch) -> Result<Prepared> {
             return Err(Error::host(
                 needed.display().to_string(),
                 "does not exist on this host: the job's private mount namespace mounts over it",
-                format!("create it (touch /etc/resolv.conf; mkdir -m 755 /home), then run the job again"),
+                "create it (touch /etc/resolv.conf; mkdir -m 755 /home), then run the job again",
             ));
         }
     }
