@@ -253,6 +253,9 @@ fn make(
             format!("pick another --name, or destroy it first (sandbox job destroy {name})"),
         ));
     }
+    // One durable intent and one commit once it is made, as setup does
+    // (sys::files, "group commit"): not a sync per record.
+    crate::sys::files::group_commit(true);
     let (store, mut state) = Store::open(&root, &name)?;
     let l = match lease::take(&root, &name) {
         Ok(l) => l,
@@ -276,6 +279,7 @@ fn make(
     } else {
         Err(Error::Preflight { problems })
     };
+    let applied = applied.and_then(|_| crate::sys::files::commit());
     let mut made = Made { spec, store, state };
     if let Err(e) = applied {
         return Err(
