@@ -215,15 +215,21 @@ pub struct SetupArgs {
     /// Egress policy: a preset (default, strict, permissive) or a path to a policy file.
     #[arg(long, default_value = "permissive", value_name = "PRESET|FILE")]
     pub policy: String,
-    /// Address of the sandbox end of the veth pair.
-    #[arg(long, default_value = "10.200.0.2", value_name = "IPV4")]
+    /// Address of the sandbox end of the veth pair (`auto`: the second address of a leased /30).
+    #[arg(long, default_value = "auto", value_name = "IPV4|auto")]
     pub sandbox_ip: String,
-    /// Address of the host end of the veth pair; the sidecar listens here.
-    #[arg(long, default_value = "10.200.0.1", value_name = "IPV4")]
+    /// Address of the host end of the veth pair; the sidecar listens here (`auto`: the first address of a leased /30).
+    #[arg(long, default_value = "auto", value_name = "IPV4|auto")]
     pub host_ip: String,
-    /// Home directory of the sandbox user.
-    #[arg(long, default_value = "/home/sandbox", value_name = "DIR")]
-    pub sandbox_home: PathBuf,
+    /// The veth pair's subnet: `auto` leases a free /30 from --subnet-pool; a CIDR (/24 to /30) takes its first two addresses.
+    #[arg(long, value_name = "CIDR|auto")]
+    pub subnet: Option<String>,
+    /// Where `--subnet auto` takes /30s from.
+    #[arg(long, default_value = crate::host::DEFAULT_POOL, value_name = "CIDR")]
+    pub subnet_pool: String,
+    /// Home directory of the sandbox user [default: /home/<name>].
+    #[arg(long, value_name = "DIR")]
+    pub sandbox_home: Option<PathBuf>,
     /// Port of the OpenClaw gateway inside the sandbox; only the host IP may reach it.
     #[arg(long, default_value = "18789", value_name = "PORT")]
     pub openclaw_port: String,

@@ -27,6 +27,9 @@ pub struct SetupInput {
     pub policy: Option<String>,
     pub sandbox_ip: Option<String>,
     pub host_ip: Option<String>,
+    /// `"auto"` or a CIDR.
+    pub subnet: Option<String>,
+    pub subnet_pool: Option<String>,
     pub sandbox_home: Option<PathBuf>,
     #[serde(default, deserialize_with = "port")]
     pub openclaw_port: Option<u16>,
@@ -49,6 +52,8 @@ pub const KEYS: &[&str] = &[
     "policy",
     "sandbox_ip",
     "host_ip",
+    "subnet",
+    "subnet_pool",
     "sandbox_home",
     "openclaw_port",
     "dns",
@@ -228,7 +233,14 @@ impl SetupInput {
             policy: pick("policy", args.policy.clone()),
             sandbox_ip: pick("sandbox_ip", args.sandbox_ip.clone()),
             host_ip: pick("host_ip", args.host_ip.clone()),
-            sandbox_home: has("sandbox_home").then(|| args.sandbox_home.clone()),
+            subnet: if has("subnet") { args.subnet.clone() } else { None },
+            subnet_pool: pick("subnet_pool", args.subnet_pool.clone()),
+            // Its default is the name's (spec).
+            sandbox_home: if has("sandbox_home") {
+                args.sandbox_home.clone()
+            } else {
+                None
+            },
             // Parsed (and refused) in `Settings::resolve`.
             openclaw_port: None,
             dns: pick("dns", args.dns.clone()),
@@ -262,6 +274,8 @@ impl SetupInput {
             policy: self.policy.or(other.policy),
             sandbox_ip: self.sandbox_ip.or(other.sandbox_ip),
             host_ip: self.host_ip.or(other.host_ip),
+            subnet: self.subnet.or(other.subnet),
+            subnet_pool: self.subnet_pool.or(other.subnet_pool),
             sandbox_home: self.sandbox_home.or(other.sandbox_home),
             openclaw_port: self.openclaw_port.or(other.openclaw_port),
             dns: self.dns.or(other.dns),
@@ -425,7 +439,8 @@ mod tests {
             "name = \"a\"\npolicy = \"strict\"\nsandbox_ip = \"10.9.0.2\"\nhost_ip = \"10.9.0.1\"\n\
              sandbox_home = \"/srv/a\"\nopenclaw_port = 18000\ndns = [\"9.9.9.9\", \"1.1.1.1\"]\n\
              no_auto_pair = true\nno_host_networking = false\nno_guardrail = true\nno_systemd = true\n\
-             agent_bin = \"/opt/oc\"\nsidecar_bin = \"/opt/gw\"\nsidecar_user = \"admin\"\n",
+             agent_bin = \"/opt/oc\"\nsidecar_bin = \"/opt/gw\"\nsidecar_user = \"admin\"\n\
+             subnet = \"auto\"\nsubnet_pool = \"10.77.0.0/16\"\n",
         )
         .expect("parses");
         assert_eq!(f.input.keys().len(), KEYS.len());
@@ -465,7 +480,7 @@ mod tests {
         assert_eq!(s.input.policy.as_deref(), Some("strict"));
         assert_eq!(s.input.host_ip.as_deref(), Some("10.9.0.5"));
         assert_eq!(s.input.no_guardrail, Some(false));
-        assert_eq!(s.input.sandbox_ip.as_deref(), Some("10.200.0.2"));
+        assert_eq!(s.input.sandbox_ip.as_deref(), Some("auto"));
         assert_eq!(s.source("policy").to_string(), "/etc/sandbox/a.toml:1:10");
         assert_eq!(s.source("host_ip").to_string(), "flag --host-ip");
         assert_eq!(s.source("no_guardrail").to_string(), "flag --no-guardrail");

@@ -69,6 +69,8 @@ pub trait Step {
 #[derive(Debug, Clone)]
 pub struct Undo {
     pub root: Root,
+    /// The sandbox: the holder of what it shares with others (`host`).
+    pub name: String,
     /// `--disable --purge`: also remove what setup created that holds the
     /// operator's data (user, group, home).
     pub purge: bool,
@@ -317,6 +319,7 @@ fn apply_each(
             let data = r.data.clone();
             let undo = Undo {
                 root: spec.root.clone(),
+                name: spec.name.clone(),
                 purge: false,
             };
             let changes = step.revert(&undo, &data).map_err(|e| in_step(id, "revert", e))?;
@@ -551,6 +554,7 @@ mod tests {
         log.borrow_mut().clear();
         let undo = Undo {
             root: spec.root.clone(),
+            name: spec.name.clone(),
             purge: false,
         };
         revert_all(&all, &undo, &store, &mut state, &mut |_| {}).expect("revert");
@@ -580,6 +584,7 @@ mod tests {
         let (store, mut state) = Store::open(&spec.root, "sandbox").expect("reopen");
         let undo = Undo {
             root: spec.root.clone(),
+            name: spec.name.clone(),
             purge: false,
         };
         revert_all(&steps(&log, None, None), &undo, &store, &mut state, &mut |_| {}).expect("revert");
@@ -642,6 +647,7 @@ mod tests {
         let log = Rc::new(RefCell::new(Vec::new()));
         let undo = Undo {
             root: spec.root.clone(),
+            name: spec.name.clone(),
             purge: false,
         };
         {

@@ -14,6 +14,7 @@ pub mod engine;
 pub mod fault;
 pub mod firewall;
 pub mod hardening;
+pub mod host;
 pub mod inventory;
 pub mod job;
 pub mod originals;

@@ -265,13 +265,22 @@ fn foreign_objects(spec: &Spec, state: Option<&State>) -> crate::Result<Vec<Erro
     Ok(out)
 }
 
-fn overlaps(a: &Ipv4Net, b: &Ipv4Net) -> bool {
-    a.contains(&b.network()) || b.contains(&a.network())
-}
-
 /// Our subnet against every address and route the host already has, but
 /// for those on our own veth (a re-run must not trip over itself).
 fn address_clashes(spec: &Spec, state: Option<&State>) -> crate::Result<Vec<Error>> {
+    let subnet = spec.net.subnet();
+    let fix = "pick --host-ip/--sandbox-ip in a range the host does not use, e.g. 10.231.0.1 and 10.231.0.2, \
+               or let sandbox choose with --subnet auto";
+    Ok(networks_in_use(spec, state)?
+        .into_iter()
+        .filter(|(net, _)| overlaps(net, &subnet))
+        .map(|(_, what)| Error::host(format!("subnet {subnet}"), format!("overlaps {what}"), fix))
+        .collect())
+}
+
+/// The IPv4 networks the host's addresses and routes use, each with what
+/// uses it ("address 10.0.0.5/24 on eth0"), but for our own veth's.
+pub fn networks_in_use(spec: &Spec, state: Option<&State>) -> crate::Result<Vec<(Ipv4Net, String)>> {
     let nl = Netlink::host()?;
     let links = nl.links()?;
     let ours = links
@@ -288,8 +297,6 @@ fn address_clashes(spec: &Spec, state: Option<&State>) -> crate::Result<Vec<Erro
             .find(|l| l.index == index)
             .map_or_else(|| format!("#{index}"), |l| l.name.clone())
     };
-    let subnet = spec.net.subnet();
-    let fix = "pick --host-ip/--sandbox-ip in a range the host does not use, e.g. 10.231.0.1 and 10.231.0.2";
     let mut out = Vec::new();
     for a in nl.addresses()? {
         let std::net::IpAddr::V4(ip) = a.addr else { continue };
@@ -297,30 +304,23 @@ fn address_clashes(spec: &Spec, state: Option<&State>) -> crate::Result<Vec<Erro
             continue;
         }
         let Ok(net) = Ipv4Net::new(ip, a.prefix) else { continue };
-        if overlaps(&net, &subnet) {
-            out.push(Error::host(
-                format!("subnet {subnet}"),
-                format!("overlaps address {ip}/{} on {}", a.prefix, name_of(a.index)),
-                fix,
-            ));
-        }
+        out.push((net, format!("address {ip}/{} on {}", a.prefix, name_of(a.index))));
     }
     for r in nl.routes_v4()? {
-        // Local and broadcast routes mirror the addresses checked above.
+        // Local and broadcast routes mirror the addresses above.
         if r.dst.prefix_len() == 0 || r.oif.is_some() && r.oif == ours || r.table == 255 {
             continue;
         }
-        if overlaps(&r.dst, &subnet) {
-            let via = r.gateway.map(|g| format!(" via {g}")).unwrap_or_default();
-            let dev = r.oif.map(|i| format!(" dev {}", name_of(i))).unwrap_or_default();
-            out.push(Error::host(
-                format!("subnet {subnet}"),
-                format!("overlaps route {}{via}{dev}", r.dst),
-                fix,
-            ));
-        }
+        let via = r.gateway.map(|g| format!(" via {g}")).unwrap_or_default();
+        let dev = r.oif.map(|i| format!(" dev {}", name_of(i))).unwrap_or_default();
+        out.push((r.dst, format!("route {}{via}{dev}", r.dst)));
     }
     Ok(out)
+}
+
+/// Whether two networks share an address.
+pub fn overlaps(a: &Ipv4Net, b: &Ipv4Net) -> bool {
+    a.contains(&b.network()) || b.contains(&a.network())
 }
 
 #[cfg(test)]

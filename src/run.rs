@@ -202,7 +202,9 @@ pub fn setup(args: &SetupArgs) -> Result<i32> {
     // neither the record nor the tables, and would plan wrongly.
     refuse_unprivileged(if args.dry_run { "plan" } else { "setup" })?;
     let previous = Store::peek(&spec.root, &spec.name)?;
-    let spec = keep_recorded_sidecar_user(spec, &settings, previous.as_ref());
+    let mut spec = keep_recorded_sidecar_user(spec, &settings, previous.as_ref());
+    // The addresses it holds, or would be handed (only looked up here).
+    crate::host::lease_for(&mut spec, previous.as_ref(), false)?;
     if args.dry_run {
         let pending = dry_run(
             &spec,
@@ -234,6 +236,8 @@ pub fn setup(args: &SetupArgs) -> Result<i32> {
     let (store, mut state) = Store::open(&spec.root, &spec.name)?;
     // After the lock: a run refused for it must leave no trace.
     let mut report = Reporter::new(AuditLog::open(&spec.root, &spec.name)?, "apply", args.json);
+    // Under the host lock: two sandboxes made at once get different subnets.
+    crate::host::lease_for(&mut spec, previous.as_ref(), true)?;
     state.spec = serde_json::to_value(&spec).ok();
     report.say(&format!(
         "sandbox {}: setup (policy {}, root {})",
@@ -322,6 +326,7 @@ fn disable(args: &SetupArgs) -> Result<i32> {
     report.say(&format!("sandbox {name}: disable (root {})", root.0.display()));
     let undo = engine::Undo {
         root: root.clone(),
+        name: name.clone(),
         purge: args.purge,
     };
     let mut said = Vec::new();
@@ -340,6 +345,7 @@ fn disable(args: &SetupArgs) -> Result<i32> {
     // step was reverted): keep it, so a re-run reverts only them.
     let done = done?;
     store.remove(&state)?;
+    crate::host::with(&root, |h| h.release_lease(&name))?;
     crate::sys::files::commit()?;
     report.say(&format!(
         "done: {} steps reverted; nothing of sandbox {name} is left",
@@ -380,6 +386,7 @@ fn sweep(args: &SetupArgs, name: &str, root: &spec::Root, steps: &[Box<dyn engin
     let (store, _state) = Store::open(root, name)?;
     let undo = engine::Undo {
         root: root.clone(),
+        name: name.to_string(),
         purge: false,
     };
     let mut found = Vec::new();
@@ -411,6 +418,7 @@ fn sweep(args: &SetupArgs, name: &str, root: &spec::Root, steps: &[Box<dyn engin
         .collect();
     done.map_err(|e| e.after_changes(&said))?;
     store.remove_all()?;
+    crate::host::with(root, |h| h.release_lease(name))?;
     if json {
         let event = serde_json::json!({
             "event": "done",

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::cli::SetupArgs;
 use crate::config_file::{ConfigFile, Settings, SetupInput};
 use crate::error::{Error, Result};
+use crate::host::Addressing;
 use crate::policy::Policy;
 
 /// Longest `--name`: the host veth is `<name>0` and Linux caps interface
@@ -27,6 +28,10 @@ pub struct Spec {
     pub name: String,
     pub root: Root,
     pub net: NetSpec,
+    /// Whether `net`'s addresses are the operator's or leased from the
+    /// host record (then `net` holds them once `host::lease` ran).
+    #[serde(default = "fixed")]
+    pub addressing: Addressing,
     pub policy_name: String,
     pub policy: Policy,
     pub dns: Vec<Ipv4Addr>,
@@ -55,9 +60,8 @@ pub struct Spec {
 /// may take it away.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobSpec {
+    /// Leased from the host record (`host::JOB_UIDS`), with its /30.
     pub uid: u32,
-    /// The lease behind the uid and the subnet (see `job::lease`).
-    pub slot: u32,
     /// The home under the state tree, as seen under `--root`.
     pub home: PathBuf,
     /// Seconds since the epoch after which `job gc` destroys it.
@@ -156,16 +160,19 @@ impl Spec {
         let path = |v: &Option<PathBuf>| v.clone().unwrap_or_default();
         let name = check_name(&text(&input.name))?;
         let root = check_root(root)?;
-        let host_ip = parse_ip("--host-ip", &text(&input.host_ip))?;
-        let sandbox_ip = parse_ip("--sandbox-ip", &text(&input.sandbox_ip))?;
-        let prefix = shared_prefix(host_ip, sandbox_ip)?;
+        let (addressing, host_ip, sandbox_ip, prefix) = addressing(input)?;
         let openclaw_port = match input.openclaw_port {
             Some(p) if p > 0 => p,
             _ => parse_port("--openclaw-port", "0")?,
         };
         let (policy_name, policy) = Policy::load(&text(&input.policy))?;
         let (dns, dns_from_host) = parse_dns(&text(&input.dns), &root)?;
-        let sandbox_home = check_home(&path(&input.sandbox_home))?;
+        // Each name its own home: two sandboxes never share one by default.
+        let home = input
+            .sandbox_home
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(format!("/home/{name}")));
+        let sandbox_home = check_home(&home)?;
         let agent_bin = check_program("--agent-bin", &path(&input.agent_bin))?;
         let sidecar_bin = check_program("--sidecar-bin", &path(&input.sidecar_bin))?;
         let sidecar_user = check_sidecar_user(input.sidecar_user.as_deref())?;
@@ -183,6 +190,7 @@ impl Spec {
             name,
             root,
             net,
+            addressing,
             policy_name,
             policy,
             dns,
@@ -209,6 +217,87 @@ impl Spec {
     /// destinations): only then does the host forward for the sandbox.
     pub fn forwards(&self) -> bool {
         (self.policy.dns.allow && !self.dns.is_empty()) || !self.policy.destinations.is_empty()
+    }
+}
+
+fn fixed() -> Addressing {
+    Addressing::Fixed
+}
+
+/// `--subnet`, `--host-ip`, `--sandbox-ip` and `--subnet-pool` -> how the
+/// addresses are chosen, and the addresses (for `auto`, the pool's first
+/// /30 until the lease says which).
+fn addressing(input: &SetupInput) -> Result<(Addressing, Ipv4Addr, Ipv4Addr, u8)> {
+    let text = |v: &Option<String>| v.clone().unwrap_or_else(|| "auto".into());
+    let pool_text = input
+        .subnet_pool
+        .clone()
+        .unwrap_or_else(|| crate::host::DEFAULT_POOL.into());
+    let pool: Ipv4Net = pool_text.trim().parse().map_err(|_| {
+        Error::input(
+            format!("--subnet-pool {pool_text:?}"),
+            "is not an IPv4 CIDR",
+            format!("e.g. --subnet-pool {}", crate::host::DEFAULT_POOL),
+        )
+    })?;
+    let (host, sandbox) = (text(&input.host_ip), text(&input.sandbox_ip));
+    let auto_ips = host == "auto" && sandbox == "auto";
+    let auto = || -> Result<(Addressing, Ipv4Addr, Ipv4Addr, u8)> {
+        let first = pool.subnets(30).ok().and_then(|mut s| s.next()).ok_or_else(|| {
+            Error::input(
+                format!("--subnet-pool {pool}"),
+                "is narrower than one /30",
+                "give a pool of /30 or wider, e.g. 10.200.0.0/16",
+            )
+        })?;
+        let (h, s) = crate::host::addresses(first);
+        Ok((Addressing::Auto { pool: pool.trunc() }, h, s, 30))
+    };
+    match input.subnet.as_deref().map(str::trim) {
+        Some(cidr) if !auto_ips => Err(Error::input(
+            format!("--subnet {cidr}"),
+            "and --host-ip/--sandbox-ip both choose the addresses",
+            "give either --subnet, or --host-ip with --sandbox-ip",
+        )),
+        Some("auto") => auto(),
+        Some(cidr) => {
+            let net: Ipv4Net = cidr.parse().map_err(|_| {
+                Error::input(
+                    format!("--subnet {cidr:?}"),
+                    "is neither `auto` nor an IPv4 CIDR",
+                    "e.g. --subnet 10.231.0.0/30, or --subnet auto",
+                )
+            })?;
+            if !(WIDEST_PREFIX..=30).contains(&net.prefix_len()) {
+                return Err(Error::input(
+                    format!("--subnet {cidr}"),
+                    format!("must be a /{WIDEST_PREFIX} to /30"),
+                    "e.g. --subnet 10.231.0.0/30",
+                ));
+            }
+            let (h, s) = crate::host::addresses(net.trunc());
+            Ok((Addressing::Fixed, h, s, net.prefix_len()))
+        }
+        None if auto_ips => auto(),
+        None if host == "auto" || sandbox == "auto" => {
+            // The one given is checked first: its own mistake is the news.
+            if host != "auto" {
+                parse_ip("--host-ip", &host)?;
+            } else {
+                parse_ip("--sandbox-ip", &sandbox)?;
+            }
+            Err(Error::input(
+                format!("--host-ip {host} --sandbox-ip {sandbox}"),
+                "one address given, the other left to choose",
+                "give both --host-ip and --sandbox-ip, or neither (a free /30 is leased), or --subnet CIDR",
+            ))
+        }
+        None => {
+            let host_ip = parse_ip("--host-ip", &host)?;
+            let sandbox_ip = parse_ip("--sandbox-ip", &sandbox)?;
+            let prefix = shared_prefix(host_ip, sandbox_ip)?;
+            Ok((Addressing::Fixed, host_ip, sandbox_ip, prefix))
+        }
     }
 }
 
@@ -600,9 +689,18 @@ mod tests {
         let cases: &[(&[&str], &str)] = &[
             (&["--sandbox-ip", "10.200.0.300"], "not an IPv4 address"),
             (&["--host-ip", "fe80::1"], "IPv6"),
-            (&["--host-ip", "10.200.0.2"], "different addresses"),
-            (&["--host-ip", "10.201.0.1"], "one subnet"),
-            (&["--host-ip", "10.200.0.0"], "one subnet"),
+            (
+                &["--host-ip", "10.200.0.2", "--sandbox-ip", "10.200.0.2"],
+                "different addresses",
+            ),
+            (&["--host-ip", "10.201.0.1", "--sandbox-ip", "10.200.0.2"], "one subnet"),
+            (&["--host-ip", "10.200.0.0", "--sandbox-ip", "10.200.0.2"], "one subnet"),
+            (&["--host-ip", "10.200.0.1"], "one address given"),
+            (&["--subnet", "10.200.0.0/30", "--host-ip", "10.200.0.1"], "both choose"),
+            (&["--subnet", "10.200.0.0/16"], "/24 to /30"),
+            (&["--subnet", "ten"], "neither `auto` nor"),
+            (&["--subnet-pool", "10.1.0.0/31"], "narrower than one /30"),
+            (&["--subnet-pool", "x"], "not an IPv4 CIDR"),
             (&["--host-ip", "127.0.0.1", "--sandbox-ip", "127.0.0.2"], "loopback"),
             (
                 &["--host-ip", "169.254.0.1", "--sandbox-ip", "169.254.0.2"],

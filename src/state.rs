@@ -111,26 +111,11 @@ impl Store {
             attempt += 1;
             created.extend(files::create_dirs(&dir, 0o700)?);
             check_tree(root, name)?;
-            // Never through a link, never blocked on a FIFO.
-            let file = match OpenOptions::new()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .mode(0o600)
-                .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK | nix::libc::O_CLOEXEC)
-                .open(&lock_path)
-            {
-                Ok(f) => f,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound && attempt < 10 => continue,
-                Err(e) => return Err(Error::io("open lock", &lock_path, e)),
+            let file = match open_lock_file(&lock_path)? {
+                Some(f) => f,
+                None if attempt < 10 => continue,
+                None => return Err(Error::io("open lock", &lock_path, std::io::ErrorKind::NotFound.into())),
             };
-            if !file.metadata().is_ok_and(|m| m.file_type().is_file()) {
-                return Err(Error::host(
-                    format!("lock file {}", lock_path.display()),
-                    "is not a regular file",
-                    format!("remove it (rm {}), then re-run", lock_path.display()),
-                ));
-            }
             match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
                 Ok(lock) if attempt < 10 && !same_file(&lock, &lock_path) => continue,
                 other => break (other, created),
@@ -259,8 +244,34 @@ impl Store {
     }
 }
 
+/// Open (creating) a lock file: never through a link, never blocked on a
+/// FIFO. None when its directory vanished meanwhile (a run that finished
+/// `--disable` removed it): the caller makes it again and retries.
+pub(crate) fn open_lock_file(lock_path: &Path) -> Result<Option<File>> {
+    let file = match OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK | nix::libc::O_CLOEXEC)
+        .open(lock_path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io("open lock", lock_path, e)),
+    };
+    if !file.metadata().is_ok_and(|m| m.file_type().is_file()) {
+        return Err(Error::host(
+            format!("lock file {}", lock_path.display()),
+            "is not a regular file",
+            format!("remove it (rm {}), then re-run", lock_path.display()),
+        ));
+    }
+    Ok(Some(file))
+}
+
 /// Whether `file` is (still) the file at `path`.
-fn same_file(file: &File, path: &Path) -> bool {
+pub(crate) fn same_file(file: &File, path: &Path) -> bool {
     match (file.metadata(), std::fs::metadata(path)) {
         (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
         _ => false,

@@ -52,9 +52,26 @@ fn bad_flags_exit_2_and_change_nothing() {
             &["link-local"],
         ),
         (&["--host-ip", "224.0.0.1"], &["224.0.0.1", "multicast"]),
-        (&["--host-ip", "10.200.0.2"], &["10.200.0.2", "different addresses"]),
-        (&["--host-ip", "10.200.1.1"], &["10.200.1.1", "one subnet"]),
-        (&["--host-ip", "10.200.0.0"], &["10.200.0.0", "one subnet"]),
+        (
+            &["--host-ip", "10.200.0.2", "--sandbox-ip", "10.200.0.2"],
+            &["10.200.0.2", "different addresses"],
+        ),
+        (
+            &["--host-ip", "10.200.1.1", "--sandbox-ip", "10.200.0.2"],
+            &["10.200.1.1", "one subnet"],
+        ),
+        (
+            &["--host-ip", "10.200.0.0", "--sandbox-ip", "10.200.0.2"],
+            &["10.200.0.0", "one subnet"],
+        ),
+        (
+            &["--host-ip", "10.200.0.1"],
+            &["--sandbox-ip auto", "one address given", "--subnet"],
+        ),
+        (
+            &["--subnet", "10.200.0.0/16"],
+            &["--subnet 10.200.0.0/16", "/24 to /30"],
+        ),
         (&["--openclaw-port", "0"], &["--openclaw-port", "not a port"]),
         (&["--openclaw-port", "65536"], &["65536", "not a port"]),
         (&["--openclaw-port", "http"], &["http", "not a port"]),
@@ -113,8 +130,22 @@ fn subnet_overlapping_a_host_address_exits_3() {
     host.ip(Ns::Host, &["addr", "add", "10.200.0.5/24", "dev", "lan0"]);
     host.ip(Ns::Host, &["link", "set", "lan0", "up"]);
     let before = host.snapshot();
-    let run = host.sandbox(&setup_args(&host, &[]));
-    assert_refused(&host, &before, &run, 3, &["overlaps", "10.200.0.5/24", "lan0"]);
+    let fixed = ["--host-ip", "10.200.0.1", "--sandbox-ip", "10.200.0.2"];
+    let run = host.sandbox(&setup_args(&host, &fixed));
+    assert_refused(
+        &host,
+        &before,
+        &run,
+        3,
+        &["overlaps", "10.200.0.5/24", "lan0", "--subnet auto"],
+    );
+    // Left to choose, sandbox steps around the host's network.
+    let run = host.sandbox(&setup_args(&host, &["--dry-run"]));
+    assert_eq!(run.code, 0, "{run}");
+    assert!(
+        run.stdout.contains("10.200.1.1"),
+        "the first /30 past 10.200.0.0/24:\n{run}"
+    );
 }
 
 #[test]
@@ -122,8 +153,12 @@ fn subnet_overlapping_a_route_exits_3() {
     let Some(host) = FakeHost::new() else { return };
     host.ip(Ns::Host, &["route", "add", "10.200.0.0/16", "via", "198.51.100.2"]);
     let before = host.snapshot();
-    let run = host.sandbox(&setup_args(&host, &[]));
+    let fixed = ["--host-ip", "10.200.0.1", "--sandbox-ip", "10.200.0.2"];
+    let run = host.sandbox(&setup_args(&host, &fixed));
     assert_refused(&host, &before, &run, 3, &["overlaps route 10.200.0.0/16"]);
+    // The whole pool is the host's: said so, with the fix.
+    let run = host.sandbox(&setup_args(&host, &[]));
+    assert_refused(&host, &before, &run, 3, &["pool 10.200.0.0/16", "--subnet-pool"]);
 
     // Another pair of addresses is fine on the same host.
     host.setup_ok(&[

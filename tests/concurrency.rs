@@ -97,7 +97,7 @@ fn two_setups_on_one_name_never_interleave() {
 fn different_names_do_not_block_each_other() {
     let Some(host) = FakeHost::new() else { return };
     for (name, id) in [("alpha", 991), ("beta", 992)] {
-        add_user(&host, name, id);
+        host.add_agent_user(name, id);
     }
     let before = host.snapshot();
     let a = args(
@@ -144,42 +144,9 @@ fn different_names_do_not_block_each_other() {
             r = host.root_str()
         ));
     }
-    // Known limitation (README, Reliability): /run/netns (and its shared
-    // mount), /etc/netns and, under a --root tree that lacks them,
-    // /etc/systemd/system are shared by the sandboxes; only the one that
-    // made them records that, so unless it is disabled last they stay
-    // (empty) after both.
-    let strip = |s: &Snapshot| {
-        let mut s = s.without_kept();
-        for sec in ["root tree", "mounts"] {
-            if let Some(lines) = s.sections.get_mut(sec) {
-                lines.retain(|l| {
-                    !l.starts_with("run/netns ")
-                        && !l.starts_with("etc/netns ")
-                        && !l.contains("/run/netns ")
-                        && !l.starts_with("etc/systemd ")
-                        && !l.starts_with("etc/systemd/system ")
-                });
-            }
-        }
-        s
-    };
+    // Shared by both (the host record's): /run/netns, its mount,
+    // /etc/netns and the unit directory go with the last of them, in
+    // whatever order they go.
+    let strip = |s: &Snapshot| s.without_kept();
     strip(&before).assert_same(&strip(&host.snapshot()), "two names set up at once, then both disabled");
-}
-
-/// A user OpenClaw already ran as (as the fake host has `sandbox`).
-fn add_user(host: &FakeHost, name: &str, id: u32) {
-    let r = host.root().display().to_string();
-    host.sh_ok(&format!(
-        "echo '{name}:x:{id}:{id}::/home/{name}:/bin/bash' >> {r}/etc/passwd
-         echo '{name}:x:{id}:' >> {r}/etc/group
-         echo '{name}:!:19000::::::' >> {r}/etc/shadow
-         echo '{name}:!::' >> {r}/etc/gshadow
-         mkdir -p {r}/home/{name}/.openclaw
-         printf '%s' '{json}' > {r}/home/{name}/.openclaw/openclaw.json
-         chmod 0750 {r}/home/{name}; chmod 0700 {r}/home/{name}/.openclaw
-         chmod 0600 {r}/home/{name}/.openclaw/openclaw.json
-         chown -R {id}:{id} {r}/home/{name}",
-        json = OPENCLAW_JSON
-    ));
 }

@@ -140,12 +140,22 @@ fn disable_without_a_record_sweeps_what_is_ours() {
     host.disable_ok();
 }
 
-/// With a policy that forwards, the sweep cannot know the old ip_forward
-/// and says so; it changes no sysctl.
+/// With a policy that forwards, a sweep still restores ip_forward from
+/// the host record; with that lost too, it cannot know the old value and
+/// says so, changing no sysctl.
 #[test]
 fn disable_without_a_record_says_what_it_cannot_restore() {
     let Some((host, _, _)) = installed(FLAGS) else { return };
     std::fs::remove_file(host.state_file("sandbox")).expect("remove the record");
+    host.disable_ok();
+    assert_eq!(
+        host.sysctl(Ns::Host, "net/ipv4/ip_forward"),
+        "0",
+        "the host record knew it"
+    );
+    host.setup_ok(FLAGS);
+    std::fs::remove_file(host.state_file("sandbox")).expect("remove the record");
+    std::fs::remove_file(host.root().join("var/lib/sandbox/host.json")).expect("and the host record");
     let run = host.disable_ok();
     assert!(run.stdout.contains("left net.ipv4.ip_forward = 1"), "{run}");
     assert_eq!(host.sysctl(Ns::Host, "net/ipv4/ip_forward"), "1");

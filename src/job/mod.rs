@@ -13,7 +13,6 @@
 //! itself leaves a job behind, for `job gc` (its creator is dead).
 
 pub mod launch;
-pub mod lease;
 pub mod reap;
 pub mod transient;
 
@@ -192,13 +191,17 @@ fn job_spec(
     name: &str,
     sandbox: &JobSandboxArgs,
     systemd: bool,
-    l: &lease::Lease,
     expires: Option<u64>,
     creator: Option<Creator>,
 ) -> Result<Spec> {
     let (policy_name, policy) = crate::policy::Policy::load(&sandbox.policy)?;
     let (dns, dns_from_host) = spec::parse_dns(&sandbox.dns, root)?;
-    let prefix = spec::shared_prefix(l.host_ip, l.sandbox_ip)?;
+    // The pool's first /30 until the host record's lease says which.
+    let pool: ipnet::Ipv4Net = crate::host::DEFAULT_POOL
+        .parse()
+        .map_err(|_| Error::input("the job address pool", "is not an IPv4 CIDR", "report this as a bug"))?;
+    let first = pool.subnets(30).ok().and_then(|mut s| s.next()).unwrap_or(pool);
+    let (host_ip, sandbox_ip) = crate::host::addresses(first);
     Ok(Spec {
         name: name.to_string(),
         root: root.clone(),
@@ -206,11 +209,13 @@ fn job_spec(
             netns: format!("{name}0"),
             host_if: format!("{name}0"),
             peer_if: PEER_NAME.to_string(),
-            host_ip: l.host_ip,
-            sandbox_ip: l.sandbox_ip,
-            prefix,
+            host_ip,
+            sandbox_ip,
+            prefix: 30,
             table: format!("sandbox_{name}"),
         },
+        // A /30 of the host record's pool, leased under the host lock.
+        addressing: crate::host::Addressing::Auto { pool },
         policy_name,
         policy,
         dns,
@@ -226,8 +231,8 @@ fn job_spec(
         sidecar_bin: PathBuf::from("/bin/false"),
         sidecar_user: None,
         job: Some(JobSpec {
-            uid: l.uid,
-            slot: l.slot,
+            // Leased with the addresses (see `lease`).
+            uid: 0,
             home: root.state_dir(name).join("home"),
             expires,
             creator,
@@ -257,17 +262,14 @@ fn make(
     // (sys::files, "group commit"): not a sync per record.
     crate::sys::files::group_commit(true);
     let (store, mut state) = Store::open(&root, &name)?;
-    let l = match lease::take(&root, &name) {
-        Ok(l) => l,
-        Err(e) => {
-            let _ = store.remove(&state);
-            return Err(e);
-        }
-    };
-    let spec = match job_spec(&root, &name, sandbox, !host.no_systemd, &l, expires, creator) {
+    let spec = job_spec(&root, &name, sandbox, !host.no_systemd, expires, creator).and_then(|mut spec| {
+        lease(&mut spec)?;
+        Ok(spec)
+    });
+    let spec = match spec {
         Ok(s) => s,
         Err(e) => {
-            let _ = lease::release(&root, l.slot, &name);
+            let _ = crate::host::with(&root, |h| h.release_lease(&name));
             let _ = store.remove(&state);
             return Err(e);
         }
@@ -294,6 +296,20 @@ fn make(
         );
     }
     Ok(made)
+}
+
+/// The job's /30 and uid, from the host record, under the host lock,
+/// taken briefly while the job's own lock is held (as setup does).
+fn lease(spec: &mut Spec) -> Result<()> {
+    crate::host::lease_for(spec, None, true)?;
+    let passwd = std::fs::read_to_string(spec.root.path("/etc/passwd")).unwrap_or_default();
+    let accounts = crate::sys::users::parse_passwd(&passwd);
+    let taken = |u: u32| accounts.iter().any(|a| a.uid == u || a.gid == u);
+    let uid = crate::host::with(&spec.root, |h| h.lease_uid(&spec.name, &taken))?;
+    if let Some(j) = spec.job.as_mut() {
+        j.uid = uid;
+    }
+    Ok(())
 }
 
 /// Kill every process of the job, revert its steps, give its lease back,
@@ -329,16 +345,11 @@ fn destroy_locked(
     }
     let undo = Undo {
         root: root.clone(),
+        name: name.to_string(),
         purge: false,
     };
     engine::revert_all(&steps::all(), &undo, store, state, &mut |_| {})?;
-    // A lease taken before the first record was written.
-    for (slot, holder) in lease::all(root)? {
-        if holder == name {
-            lease::release(root, slot, name)?;
-        }
-    }
-    Ok(())
+    crate::host::with(root, |h| h.release_lease(name))
 }
 
 fn unit_name(name: &str) -> String {
@@ -630,34 +641,32 @@ pub fn gc(root: &Root, systemd: bool) -> Result<Vec<String>> {
             }
         }
     }
-    // Leases whose job has a state directory but no record yet, or none.
-    for (slot, holder) in lease::all(root)? {
-        if spec::check_name(&holder).is_err() || !root.state_dir(&holder).exists() {
+    // Job leases (those with a uid) whose job has no record: its creator
+    // died between the lease and the first record (both are taken under
+    // the job's lock, so a free lock says the creator is gone).
+    let leases = crate::host::peek(root)?.map(|r| r.leases).unwrap_or_default();
+    for (holder, l) in leases {
+        if l.uid.is_none() || spec::check_name(&holder).is_err() {
             continue;
         }
-        // The lease is taken under the job's lock, before its first record:
-        // a lease whose job has no record and whose lock nobody holds was
-        // left by a creator that died in between.
-        let _ = slot;
         if root.state_dir(&holder).join("state.json").exists() || in_use(root, &holder) {
             continue;
         }
-        if let Ok((store, mut state)) = Store::open(root, &holder) {
-            if state.steps.is_empty() {
-                let done =
-                    destroy_locked(root, &holder, None, false, &store, &mut state).and_then(|()| store.remove(&state));
-                match done {
-                    Ok(()) => out.push(format!(
-                        "destroyed job {holder}: its creator died before its first step"
-                    )),
-                    Err(e) => {
-                        first_err.get_or_insert(e);
-                    }
-                }
+        let done = match Store::open(root, &holder) {
+            Ok((store, mut state)) if state.steps.is_empty() => {
+                destroy_locked(root, &holder, None, false, &store, &mut state).and_then(|()| store.remove(&state))
+            }
+            _ => continue,
+        };
+        match done {
+            Ok(()) => out.push(format!(
+                "destroyed job {holder}: its creator died before its first step"
+            )),
+            Err(e) => {
+                first_err.get_or_insert(e);
             }
         }
     }
-    out.extend(lease::reap_orphans(root)?);
     match first_err {
         Some(e) => Err(e),
         None => Ok(out),
@@ -899,8 +908,7 @@ mod tests {
     fn a_job_is_garbage_past_its_ttl_or_without_its_creator() {
         let me = reap::creator(std::process::id()).expect("me");
         let mut j = JobSpec {
-            uid: lease::UID_BASE,
-            slot: 0,
+            uid: crate::host::JOB_UIDS.start,
             home: "/x".into(),
             expires: Some(100),
             creator: Some(me),

@@ -11,6 +11,7 @@ use serde_json::Value;
 
 use crate::engine::{data, Recorder, Step, Undo};
 use crate::error::{Error, Result};
+use crate::host::{self, to_value, Resource};
 use crate::inventory::Inventory;
 use crate::spec::Spec;
 use crate::state;
@@ -109,14 +110,21 @@ impl Step for DnsFiles {
     fn apply(&self, spec: &Spec, rec: &mut Recorder<'_>) -> Result<Vec<String>> {
         let mut r = rec.get::<Record>().unwrap_or_default();
         let wanted = wanted_files(spec);
-        // Write-ahead: the directories are recorded before they exist.
+        // Write-ahead: the directories are recorded before they exist;
+        // `/etc/netns` and its parents in the host record (the last sandbox
+        // removes them), our own directory in ours.
         let dir = wanted.first().and_then(|(p, _)| p.parent()).map(Path::to_path_buf);
         let missing: Vec<PathBuf> = dir
             .iter()
-            .flat_map(|d| files::missing_dirs(d))
-            .filter(|d| !r.created_dirs.contains(d))
+            .filter(|d| !d.exists() && !r.created_dirs.contains(d))
+            .cloned()
             .collect();
         r.created_dirs.extend(missing.iter().cloned());
+        if let Some(parent) = dir.as_ref().and_then(|d| d.parent()) {
+            host::with(&spec.root, |h| {
+                h.hold(Resource::EtcNetns, &spec.name, || to_value(files::missing_dirs(parent)))
+            })?;
+        }
         // Every file to write is recorded first, in one save; then all are
         // written and their directory synced once.
         let mut writes: Vec<(PathBuf, String)> = Vec::new();
@@ -159,7 +167,10 @@ impl Step for DnsFiles {
         for f in &r.files {
             out.extend(files::undo_write(&f.path, &f.sha256, f.previous.as_deref(), 0o644)?);
         }
+        // A record from before the host scope may name /etc/netns too:
+        // only an empty directory is ever removed, so that is harmless.
         files::remove_dirs(&r.created_dirs)?;
+        out.extend(release_etc_netns(undo, &etc_netns)?);
         Ok(out)
     }
 
@@ -190,8 +201,23 @@ impl Step for DnsFiles {
                 out.push(format!("removed {} (empty)", dir.display()));
             }
         }
+        out.extend(release_etc_netns(undo, &etc_netns)?);
         Ok(out)
     }
+}
+
+/// `/etc/netns` (and the parents the first sandbox made) go with the last
+/// sandbox that holds it, if empty.
+fn release_etc_netns(undo: &Undo, etc_netns: &Path) -> Result<Vec<String>> {
+    host::with(&undo.root, |h| {
+        h.release(Resource::EtcNetns, &undo.name, |v| {
+            let dirs: Vec<PathBuf> =
+                serde_json::from_value(v.clone()).map_err(|e| host::bad_original("etc-netns", e))?;
+            state::confine_dirs(&dirs, &undo.root, etc_netns)?;
+            files::remove_dirs(&dirs)?;
+            Ok(Vec::new())
+        })
+    })
 }
 
 #[cfg(test)]

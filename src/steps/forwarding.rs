@@ -7,6 +7,7 @@ use serde_json::Value;
 
 use crate::engine::{data, Recorder, Step, Undo};
 use crate::error::Result;
+use crate::host::{self, to_value, Resource};
 use crate::inventory::Inventory;
 use crate::spec::Spec;
 use crate::sys::sysctl;
@@ -15,9 +16,13 @@ pub struct Forwarding;
 
 const IP_FORWARD: &str = "net/ipv4/ip_forward";
 
-#[derive(Debug, Serialize, Deserialize)]
+/// The values found before the first sandbox's write are the host
+/// record's (`host`, resource `forwarding`); a record written before the
+/// host scope still carries its own.
+#[derive(Debug, Default, Serialize, Deserialize)]
 struct Record {
     /// (key, value) as found before our first write, global key first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     old: Vec<(String, String)>,
 }
 
@@ -56,35 +61,49 @@ impl Step for Forwarding {
         })
     }
 
-    fn apply(&self, _spec: &Spec, rec: &mut Recorder<'_>) -> Result<Vec<String>> {
-        if !rec.has_record() {
-            let mut keys = vec![IP_FORWARD.to_string()];
-            keys.extend(sysctl::ipv4_forwarding_keys()?);
-            rec.put(&Record {
-                old: sysctl::snapshot(&keys)?,
-            })?;
-        }
+    fn apply(&self, spec: &Spec, rec: &mut Recorder<'_>) -> Result<Vec<String>> {
+        // Our own record only says we hold it: a revert then releases it.
+        let own = rec.get::<Record>().unwrap_or_default();
+        rec.put(&own)?;
+        host::with(&spec.root, |h| {
+            h.hold(Resource::Forwarding, &spec.name, || {
+                let mut keys = vec![IP_FORWARD.to_string()];
+                keys.extend(sysctl::ipv4_forwarding_keys()?);
+                to_value(sysctl::snapshot(&keys)?)
+            })
+        })?;
         Ok(sysctl::ensure(IP_FORWARD, "1")?.into_iter().collect())
     }
 
-    fn revert(&self, _undo: &Undo, v: &Value) -> Result<Vec<String>> {
-        let old = data::<Record>(self.id(), v)?.old;
-        let ours = |k: &str| {
-            k == IP_FORWARD
-                || k.strip_prefix("net/ipv4/conf/")
-                    .and_then(|rest| rest.strip_suffix("/forwarding"))
-                    .is_some_and(|ifname| !ifname.contains('/'))
-        };
-        crate::state::confine_sysctls(&old, ours)?;
-        sysctl::restore(&old)
+    /// The last sandbox that holds forwarding puts the host's values back.
+    fn revert(&self, undo: &Undo, v: &Value) -> Result<Vec<String>> {
+        let own = data::<Record>(self.id(), v)?.old;
+        host::with(&undo.root, |h| {
+            if h.holders(Resource::Forwarding).is_empty() && !own.is_empty() {
+                // Made before the host scope and never adopted (its
+                // record was unreadable then): its own values.
+                return restore(&own);
+            }
+            h.release(Resource::Forwarding, &undo.name, |v| {
+                restore(
+                    &serde_json::from_value::<Vec<(String, String)>>(v.clone())
+                        .map_err(|e| host::bad_original("forwarding", e))?,
+                )
+            })
+        })
     }
 
-    /// The old values were in the record: nothing can be restored, only said.
-    fn sweep(&self, _undo: &Undo, _name: &str) -> Result<Vec<String>> {
+    /// Without our record, the host record still knows the values before
+    /// the first sandbox: released as a revert would. Without that either,
+    /// nothing can be restored, only said.
+    fn sweep(&self, undo: &Undo, _name: &str) -> Result<Vec<String>> {
+        if host::peek(&undo.root)?.is_some_and(|r| r.resources.contains_key(Resource::Forwarding.id())) {
+            return self.revert(undo, &serde_json::json!({}));
+        }
         let now = sysctl::read(IP_FORWARD)?;
         Ok(if now == "1" {
             vec![format!(
-                "left {} = 1: its value before setup was in the lost record; \
+                "left {} = 1: its value before setup was in the lost records; \
                  set it back by hand if setup turned it on (sysctl -w net.ipv4.ip_forward=0)",
                 sysctl::display(IP_FORWARD)
             )]
@@ -92,4 +111,15 @@ impl Step for Forwarding {
             vec![]
         })
     }
+}
+
+fn restore(old: &[(String, String)]) -> Result<Vec<String>> {
+    let ours = |k: &str| {
+        k == IP_FORWARD
+            || k.strip_prefix("net/ipv4/conf/")
+                .and_then(|rest| rest.strip_suffix("/forwarding"))
+                .is_some_and(|ifname| !ifname.contains('/'))
+    };
+    crate::state::confine_sysctls(old, ours)?;
+    sysctl::restore(old)
 }

@@ -1,8 +1,8 @@
-//! A CI job's identity: its own uid (no account: `job::lease` hands out a
-//! uid no other live job has) and its home, `<state dir>/home`, made by
+//! A CI job's identity: its own uid (no account: the host record leases
+//! a uid no other live job has) and its home, `<state dir>/home`, made by
 //! root and owned by that uid (0700). The job runs with its cwd there.
-//! Revert removes the home with whatever the job left in it, then gives
-//! the lease back. Only job sandboxes have this step.
+//! Revert removes the home with whatever the job left in it (`job` gives
+//! the lease back once every step is reverted). Only job sandboxes have this step.
 //!
 //! The job's processes must be gone before the revert (`job` kills every
 //! process of the uid first): a live one could keep writing.
@@ -24,7 +24,6 @@ pub struct JobHome;
 struct Record {
     home: PathBuf,
     uid: u32,
-    slot: u32,
     name: String,
 }
 
@@ -54,7 +53,7 @@ impl Step for JobHome {
                 "directory",
                 &j.home.display().to_string(),
                 &format!("the job's home, owned by uid {} (0700)", j.uid),
-                "removed with everything in it; the uid's lease is given back",
+                "removed with everything in it",
             );
         }
     }
@@ -76,7 +75,6 @@ impl Step for JobHome {
         rec.put(&Record {
             home: home.clone(),
             uid: j.uid,
-            slot: j.slot,
             name: spec.name.clone(),
         })?;
         match std::fs::symlink_metadata(home) {
@@ -128,9 +126,6 @@ impl Step for JobHome {
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(Error::io("inspect", &r.home, e)),
-        }
-        if crate::job::lease::release(&undo.root, r.slot, &r.name)? {
-            out.push(format!("gave back lease {} (uid {})", r.slot, r.uid));
         }
         Ok(out)
     }

@@ -9,6 +9,7 @@ use serde_json::Value;
 
 use crate::engine::{data, Recorder, Step, Undo};
 use crate::error::Result;
+use crate::host::{self, to_value, Resource};
 use crate::inventory::Inventory;
 use crate::spec::Spec;
 use crate::state;
@@ -29,6 +30,14 @@ struct Record {
     name: String,
     dir_changes: DirChanges,
     /// Parents of `dir` we made (only ever under a fresh `--root`).
+    #[serde(default)]
+    created_dirs: Vec<PathBuf>,
+}
+
+/// What the first sandbox found of the shared directory, in the host record.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct SharedDir {
+    dir_changes: DirChanges,
     #[serde(default)]
     created_dirs: Vec<PathBuf>,
 }
@@ -72,35 +81,46 @@ impl Step for Netns {
     fn apply(&self, spec: &Spec, rec: &mut Recorder<'_>) -> Result<Vec<String>> {
         let dir = spec.root.netns_dir();
         let before = rec.get::<Record>();
-        let mut r = Record {
+        // What a record made before the host scope says about the shared
+        // directory stays (its revert may need it); new records leave the
+        // directory to the host record.
+        let r = Record {
             dir: dir.clone(),
             name: spec.net.netns.clone(),
             dir_changes: before.as_ref().map(|b| b.dir_changes).unwrap_or_default(),
             created_dirs: before.map(|b| b.created_dirs).unwrap_or_default(),
         };
+        rec.put(&r)?;
+        // The directory, its parents and its shared mount are the host's:
+        // the first sandbox records what it will make before making it.
+        let first = host::with(&spec.root, |h| {
+            h.hold(Resource::NetnsDir, &spec.name, || {
+                let fresh = !dir.exists();
+                to_value(SharedDir {
+                    dir_changes: DirChanges {
+                        created_dir: fresh,
+                        made_mountpoint: fresh,
+                    },
+                    created_dirs: dir.parent().map(files::missing_dirs).unwrap_or_default(),
+                })
+            })
+        })?;
         if netns::exists(&dir, &spec.net.netns) {
-            rec.put(&r)?;
             return Ok(vec![]);
         }
-        // Write-ahead, in one save: the namespace, the parents of its
-        // directory this run makes and, if the directory does not exist
-        // yet, that it will be made and made a shared mount point. Every
-        // undo skips what is not there.
-        let missing = dir.parent().map(files::missing_dirs).unwrap_or_default();
-        r.created_dirs.extend(missing);
-        let prior = r.dir_changes;
-        if !dir.exists() {
-            r.dir_changes.created_dir = true;
-            r.dir_changes.made_mountpoint = true;
-        }
-        rec.put(&r)?;
         if let Some(parent) = dir.parent() {
             files::create_dirs(parent, 0o755)?;
         }
         let did = netns::create(&dir, &spec.net.netns)?;
-        r.dir_changes.created_dir = prior.created_dir || did.created_dir;
-        r.dir_changes.made_mountpoint = prior.made_mountpoint || did.made_mountpoint;
-        rec.put(&r)?;
+        if did.made_mountpoint && !first {
+            // A directory someone else made, not yet a mount point: we made
+            // it one, and the last sandbox must undo that too.
+            host::with(&spec.root, |h| {
+                h.amend(Resource::NetnsDir, |v| {
+                    v["dir_changes"]["made_mountpoint"] = Value::Bool(true);
+                })
+            })?;
+        }
         Ok(vec![format!(
             "created network namespace {} ({})",
             r.name,
@@ -111,7 +131,8 @@ impl Step for Netns {
     /// The veth pair (and the table inside) go with the namespace: the
     /// kernel deletes both ends as it tears the namespace down, on its own
     /// work queue, where deleting the link from here would block on an RCU
-    /// barrier. The host end is gone before this returns.
+    /// barrier. The host end is gone before this returns. The last sandbox
+    /// releases the shared directory.
     fn revert(&self, undo: &Undo, v: &Value) -> Result<Vec<String>> {
         let r: Record = data(self.id(), v)?;
         // Only a namespace in <root>/run/netns, whatever an altered record says.
@@ -136,8 +157,24 @@ impl Step for Netns {
                 ));
             }
         }
-        netns::release_dir(&r.dir, r.dir_changes)?;
-        files::remove_dirs(&r.created_dirs)?;
+        let release = |shared: SharedDir| -> Result<Vec<String>> {
+            state::confine_dirs(&shared.created_dirs, &undo.root, &netns_dir)?;
+            netns::release_dir(&netns_dir, shared.dir_changes)?;
+            files::remove_dirs(&shared.created_dirs)?;
+            Ok(Vec::new())
+        };
+        out.extend(host::with(&undo.root, |h| {
+            if h.holders(Resource::NetnsDir).is_empty() && r.dir_changes != DirChanges::default() {
+                // Made before the host scope and never adopted.
+                return release(SharedDir {
+                    dir_changes: r.dir_changes,
+                    created_dirs: r.created_dirs.clone(),
+                });
+            }
+            h.release(Resource::NetnsDir, &undo.name, |v| {
+                release(serde_json::from_value(v.clone()).map_err(|e| host::bad_original("netns-dir", e))?)
+            })
+        })?);
         Ok(out)
     }
 
@@ -155,11 +192,26 @@ impl Step for Netns {
             created_dir: true,
             made_mountpoint: true,
         };
-        if !out.is_empty() && dir.exists() {
-            netns::release_dir(&dir, all)?;
-            if !dir.exists() {
-                out.push(format!("removed {} (empty)", dir.display()));
+        let held = host::with(&undo.root, |h| {
+            if h.holders(Resource::NetnsDir).is_empty() {
+                return Ok(false);
             }
+            // The host record knows what the first sandbox made.
+            h.release(Resource::NetnsDir, name, |v| {
+                let shared: SharedDir =
+                    serde_json::from_value(v.clone()).map_err(|e| host::bad_original("netns-dir", e))?;
+                state::confine_dirs(&shared.created_dirs, &undo.root, &dir)?;
+                netns::release_dir(&dir, shared.dir_changes)?;
+                files::remove_dirs(&shared.created_dirs)?;
+                Ok(Vec::new())
+            })?;
+            Ok(true)
+        })?;
+        if !held && !out.is_empty() && dir.exists() {
+            netns::release_dir(&dir, all)?;
+        }
+        if !out.is_empty() && !dir.exists() {
+            out.push(format!("removed {} (empty)", dir.display()));
         }
         Ok(out)
     }

@@ -16,6 +16,7 @@ use serde_json::Value;
 
 use crate::engine::{data, Recorder, Step, Undo};
 use crate::error::Result;
+use crate::host::{self, to_value, Resource};
 use crate::inventory::Inventory;
 use crate::spec::Spec;
 use crate::sys::sysctl;
@@ -24,9 +25,11 @@ pub struct NfLog;
 
 const KEY: &str = "net/netfilter/nf_log_all_netns";
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 struct Record {
-    /// (key, value) found before our first write.
+    /// (key, value) found before our first write: only in a record written
+    /// before the host scope (the host record holds it now).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     old: Vec<(String, String)>,
 }
 
@@ -72,24 +75,48 @@ impl Step for NfLog {
         Ok(if now == "1" { vec![] } else { vec![change(&now)] })
     }
 
-    fn apply(&self, _spec: &Spec, rec: &mut Recorder<'_>) -> Result<Vec<String>> {
+    fn apply(&self, spec: &Spec, rec: &mut Recorder<'_>) -> Result<Vec<String>> {
         if !present() {
             return Ok(vec![]);
         }
-        if !rec.has_record() {
-            rec.put(&Record {
-                old: sysctl::snapshot(&[KEY.to_string()])?,
-            })?;
-        }
+        // Our record says we hold it; the value before the first sandbox
+        // is the host record's.
+        let own = rec.get::<Record>().unwrap_or_default();
+        rec.put(&own)?;
+        host::with(&spec.root, |h| {
+            h.hold(Resource::NfLog, &spec.name, || {
+                to_value(sysctl::snapshot(&[KEY.to_string()])?)
+            })
+        })?;
         Ok(sysctl::ensure(KEY, "1")?
             .map(|line| format!("{line} {HOST_WIDE}"))
             .into_iter()
             .collect())
     }
 
-    fn revert(&self, _undo: &Undo, v: &Value) -> Result<Vec<String>> {
-        let old = data::<Record>(self.id(), v)?.old;
-        crate::state::confine_sysctls(&old, |k| k == KEY)?;
-        sysctl::restore(&old)
+    /// The last sandbox that holds it puts the host's value back.
+    fn revert(&self, undo: &Undo, v: &Value) -> Result<Vec<String>> {
+        let own = data::<Record>(self.id(), v)?.old;
+        let restore = |old: &[(String, String)]| {
+            crate::state::confine_sysctls(old, |k| k == KEY)?;
+            sysctl::restore(old)
+        };
+        host::with(&undo.root, |h| {
+            if h.holders(Resource::NfLog).is_empty() && !own.is_empty() {
+                // Made before the host scope and never adopted.
+                return restore(&own);
+            }
+            h.release(Resource::NfLog, &undo.name, |v| {
+                restore(
+                    &serde_json::from_value::<Vec<(String, String)>>(v.clone())
+                        .map_err(|e| host::bad_original("nflog", e))?,
+                )
+            })
+        })
+    }
+
+    /// Without our record, the host record still says whether we held it.
+    fn sweep(&self, undo: &Undo, _name: &str) -> Result<Vec<String>> {
+        self.revert(undo, &serde_json::json!({}))
     }
 }

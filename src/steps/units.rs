@@ -23,6 +23,7 @@ use serde_json::Value;
 
 use crate::engine::{data, Recorder, Step, Undo};
 use crate::error::{Error, Result};
+use crate::host::{self, to_value, Resource};
 use crate::spec::Spec;
 use crate::state::{self, State};
 use crate::sys::files;
@@ -350,6 +351,23 @@ fn sidecar_inputs(spec: &Spec) -> String {
     files::sha256_hex(&sidecar)
 }
 
+/// What the first sandbox found of the shared templates: the host
+/// record's original for them.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Templates {
+    files: Vec<SharedTemplate>,
+    /// The unit directory and its parents, if it made them.
+    #[serde(default)]
+    created_dirs: Vec<PathBuf>,
+}
+
+/// What was at a shared template's path before the first sandbox.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct SharedTemplate {
+    path: PathBuf,
+    previous: Option<String>,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct FileRecord {
     path: PathBuf,
@@ -436,6 +454,24 @@ impl Step for Units {
         r.spec = Some(spec.clone());
         r.dir = dir.clone();
         rec.put(&r)?;
+        // The shared templates are the host's: the first sandbox records
+        // what was at their paths, the last one puts it back.
+        host::with(&spec.root, |h| {
+            h.hold(Resource::UnitTemplates, name, || {
+                let mut found = Templates {
+                    created_dirs: files::missing_dirs(&dir),
+                    ..Templates::default()
+                };
+                for f in wanted.iter().filter(|f| f.shared) {
+                    let path = dir.join(&f.rel);
+                    found.files.push(SharedTemplate {
+                        previous: files::previous_content(&path)?,
+                        path,
+                    });
+                }
+                to_value(found)
+            })
+        })?;
         let mut out = Vec::new();
         let mut changed: BTreeSet<String> = BTreeSet::new();
         for f in &wanted {
@@ -586,27 +622,66 @@ impl Step for Units {
                 out.push(format!("removed link {}", link.display()));
             }
         }
-        for f in r.files.iter().rev() {
-            if f.shared {
-                let users = other_instances(&r.dir, name)?;
-                if !users.is_empty() {
-                    out.push(format!(
-                        "kept {}: sandbox {} still uses it",
-                        f.path.display(),
-                        users.join(", ")
-                    ));
-                    continue;
-                }
-            }
+        for f in r.files.iter().rev().filter(|f| !f.shared) {
             out.extend(files::undo_write(&f.path, &f.sha256, f.previous.as_deref(), 0o644)?);
         }
         files::remove_dirs(&r.created_dirs)?;
+        let shared: Vec<&FileRecord> = r.files.iter().filter(|f| f.shared).collect();
+        out.extend(host::with(&undo.root, |h| {
+            let restore = |originals: Templates| -> Result<Vec<String>> {
+                let mut said = Vec::new();
+                for f in &shared {
+                    state::confine(&f.path, std::slice::from_ref(&unit_dir))?;
+                    // What the first sandbox found there; a record from
+                    // before the host scope knows only its own.
+                    let previous = originals
+                        .files
+                        .iter()
+                        .find(|o| o.path == f.path)
+                        .map_or(f.previous.as_deref(), |o| o.previous.as_deref());
+                    said.extend(files::undo_write(&f.path, &f.sha256, previous, 0o644)?);
+                }
+                state::confine_dirs(&originals.created_dirs, &undo.root, &unit_dir)?;
+                // After this sandbox's own directories: only empty ones go.
+                files::remove_dirs(&originals.created_dirs)?;
+                Ok(said)
+            };
+            if h.holders(Resource::UnitTemplates).is_empty() {
+                // Made before the host scope and never adopted: the old
+                // rule, the last drop-in removes the templates.
+                let users = other_instances(&r.dir, name)?;
+                if users.is_empty() {
+                    return restore(Templates::default());
+                }
+                return Ok(vec![format!(
+                    "kept the unit templates: sandbox {} still uses them",
+                    users.join(", ")
+                )]);
+            }
+            h.release(Resource::UnitTemplates, name, |v| {
+                restore(serde_json::from_value(v.clone()).map_err(|e| host::bad_original("unit-templates", e))?)
+            })
+        })?);
         reload_without_us(sd.as_ref(), name, &mut out)?;
         Ok(out)
     }
 
     fn sweep(&self, undo: &Undo, name: &str) -> Result<Vec<String>> {
-        sweep_units(&undo.root, name)
+        let mut out = sweep_units(&undo.root, name)?;
+        // The templates went with the files of our mark if no other
+        // sandbox had a drop-in; the directories the first one made go
+        // with the last holder.
+        let unit_dir = undo.root.path(UNIT_DIR);
+        out.extend(host::with(&undo.root, |h| {
+            h.release(Resource::UnitTemplates, name, |v| {
+                let t: Templates =
+                    serde_json::from_value(v.clone()).map_err(|e| host::bad_original("unit-templates", e))?;
+                state::confine_dirs(&t.created_dirs, &undo.root, &unit_dir)?;
+                files::remove_dirs(&t.created_dirs)?;
+                Ok(Vec::new())
+            })
+        })?);
+        Ok(out)
     }
 }
 
@@ -1109,14 +1184,24 @@ mod tests {
         let again = crate::engine::apply_all(&steps, &s, &store, &mut state, &mut |_| {}).expect("again");
         assert!(!again[0].changed(), "{again:?}");
         assert_eq!(saved_spec(&state).expect("record"), Some(s.clone()));
-        // Another sandbox shares the templates: they outlive this one.
-        std::fs::create_dir_all(dir.join("defenseclaw-gateway@other.service.d")).expect("mkdir");
+        // Another sandbox holds the templates too: they outlive this one.
+        crate::host::with(&s.root, |h| {
+            h.hold(Resource::UnitTemplates, "other", || Ok(Value::Null))
+        })
+        .expect("hold");
         let undo = Undo {
             root: s.root.clone(),
+            name: s.name.clone(),
             purge: false,
         };
         let out = crate::engine::revert_all(&steps, &undo, &store, &mut state, &mut |_| {}).expect("revert");
-        assert!(out[0].changes.iter().any(|c| c.contains("still uses it")), "{out:?}");
+        assert!(
+            out[0]
+                .changes
+                .iter()
+                .any(|c| c.contains("sandbox other still holds it")),
+            "{out:?}"
+        );
         assert!(dir.join("sandbox-net@.service").is_file());
         assert!(!dir.join("openshell-sandbox.service").exists());
         assert!(!dir.join("defenseclaw-gateway@sandbox.service.d").exists());
@@ -1169,6 +1254,7 @@ mod tests {
         std::fs::write(&agent, "# mine now\n").expect("edit");
         let undo = Undo {
             root: s.root.clone(),
+            name: s.name.clone(),
             purge: false,
         };
         let out = crate::engine::revert_all(&steps, &undo, &store, &mut state, &mut |_| {}).expect("revert");

@@ -279,6 +279,7 @@ fn cycle(
     mark.set(Instant::now());
     let undo = Undo {
         root: spec.root.clone(),
+        name: spec.name.clone(),
         purge: false,
     };
     engine::revert_all(steps, &undo, &store, &mut state, &mut |o| tally(o, false)).map_err(|e| e.to_string())?;

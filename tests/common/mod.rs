@@ -1286,6 +1286,24 @@ impl FakeHost {
     }
 
     /// A shell snippet in the fake host that must succeed; returns stdout.
+    /// A user OpenClaw already ran as (as the fake host has `sandbox`),
+    /// home `/home/<name>`.
+    pub fn add_agent_user(&self, name: &str, id: u32) {
+        let r = self.root_str();
+        self.sh_ok(&format!(
+            "echo '{name}:x:{id}:{id}::/home/{name}:/bin/bash' >> {r}/etc/passwd
+             echo '{name}:x:{id}:' >> {r}/etc/group
+             echo '{name}:!:19000::::::' >> {r}/etc/shadow
+             echo '{name}:!::' >> {r}/etc/gshadow
+             mkdir -p {r}/home/{name}/.openclaw
+             printf '%s' '{json}' > {r}/home/{name}/.openclaw/openclaw.json
+             chmod 0750 {r}/home/{name}; chmod 0700 {r}/home/{name}/.openclaw
+             chmod 0600 {r}/home/{name}/.openclaw/openclaw.json
+             chown -R {id}:{id} {r}/home/{name}",
+            json = OPENCLAW_JSON
+        ));
+    }
+
     #[track_caller]
     pub fn sh_ok(&self, script: &str) -> String {
         let out = self.sh(script);

@@ -35,13 +35,19 @@ options:
     description: Egress policy, a preset (C(strict), C(default), C(permissive)) or a path to a policy file.
     type: str
   sandbox_ip:
-    description: Address of the sandbox end of the veth pair.
+    description: Address of the sandbox end of the veth pair, or C(auto).
     type: str
   host_ip:
-    description: Address of the host end of the veth pair; the sidecar listens here.
+    description: Address of the host end of the veth pair; the sidecar listens here. Or C(auto).
+    type: str
+  subnet:
+    description: The veth pair's subnet, C(auto) (a free /30 leased from O(subnet_pool), the default) or a CIDR.
+    type: str
+  subnet_pool:
+    description: Where O(subnet=auto) takes /30s from (default C(10.200.0.0/16)).
     type: str
   sandbox_home:
-    description: Home directory of the sandbox user.
+    description: Home directory of the sandbox user (default C(/home/NAME)).
     type: path
   openclaw_port:
     description: Port of the OpenClaw gateway inside the sandbox.
@@ -145,7 +151,7 @@ import json
 from ansible.module_utils.basic import AnsibleModule
 
 # Options passed as flags when set (None: the config file or the default decides).
-VALUE_KEYS = ('policy', 'sandbox_ip', 'host_ip', 'sandbox_home', 'openclaw_port', 'agent_bin',
+VALUE_KEYS = ('policy', 'sandbox_ip', 'host_ip', 'subnet', 'subnet_pool', 'sandbox_home', 'openclaw_port', 'agent_bin',
               'sidecar_bin', 'sidecar_user', 'config')
 BOOL_KEYS = ('no_auto_pair', 'no_host_networking', 'no_guardrail', 'no_systemd')
 
@@ -210,6 +216,8 @@ def main():
         policy=dict(type='str'),
         sandbox_ip=dict(type='str'),
         host_ip=dict(type='str'),
+        subnet=dict(type='str'),
+        subnet_pool=dict(type='str'),
         sandbox_home=dict(type='path'),
         openclaw_port=dict(type='int'),
         dns=dict(type='list', elements='str'),
