@@ -489,7 +489,8 @@ struct Listed {
     in_use: bool,
 }
 
-fn jobs(root: &Root) -> Result<Vec<(String, Option<Spec>)>> {
+/// The names under the state tree that may be sandboxes'.
+fn names_in(root: &Root) -> Result<Vec<String>> {
     let dir = root.path("/var/lib/sandbox");
     let mut names: Vec<String> = match std::fs::read_dir(&dir) {
         Ok(entries) => entries
@@ -501,8 +502,12 @@ fn jobs(root: &Root) -> Result<Vec<(String, Option<Spec>)>> {
         Err(e) => return Err(Error::io("list", dir, e)),
     };
     names.sort();
+    Ok(names)
+}
+
+fn jobs(root: &Root) -> Result<Vec<(String, Option<Spec>)>> {
     let mut out = Vec::new();
-    for n in names {
+    for n in names_in(root)? {
         let spec = Store::peek(root, &n).ok().flatten().as_ref().and_then(job_of);
         if spec.is_some() {
             out.push((n, spec));
@@ -641,27 +646,26 @@ pub fn gc(root: &Root, systemd: bool) -> Result<Vec<String>> {
             }
         }
     }
-    // Job leases (those with a uid) whose job has no record: its creator
-    // died between the lease and the first record (both are taken under
-    // the job's lock, so a free lock says the creator is gone).
-    let leases = crate::host::peek(root)?.map(|r| r.leases).unwrap_or_default();
-    for (holder, l) in leases {
-        if l.uid.is_none() || spec::check_name(&holder).is_err() {
+    // A job whose creator died before its first record: a state directory
+    // holding nothing but its lock file, whose lock nobody holds (the
+    // creator holds it from before the lease until the job is gone), and
+    // maybe a lease. Nobody else leaves such a directory.
+    for name in names_in(root)? {
+        let dir = root.state_dir(&name);
+        let only_lock = std::fs::read_dir(&dir)
+            .map(|d| d.flatten().all(|e| e.file_name() == "lock"))
+            .unwrap_or(false);
+        if !only_lock || in_use(root, &name) {
             continue;
         }
-        if root.state_dir(&holder).join("state.json").exists() || in_use(root, &holder) {
-            continue;
-        }
-        let done = match Store::open(root, &holder) {
-            Ok((store, mut state)) if state.steps.is_empty() => {
-                destroy_locked(root, &holder, None, false, &store, &mut state).and_then(|()| store.remove(&state))
+        let done = match Store::open(root, &name) {
+            Ok((store, mut state)) if state.steps.is_empty() && state.spec.is_none() => {
+                destroy_locked(root, &name, None, false, &store, &mut state).and_then(|()| store.remove(&state))
             }
             _ => continue,
         };
         match done {
-            Ok(()) => out.push(format!(
-                "destroyed job {holder}: its creator died before its first step"
-            )),
+            Ok(()) => out.push(format!("destroyed job {name}: its creator died before its first step")),
             Err(e) => {
                 first_err.get_or_insert(e);
             }
