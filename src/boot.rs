@@ -7,6 +7,9 @@
 //! reboot brings back exactly what `setup` made, and `--disable` still
 //! finds everything in the record.
 //!
+//! A CI job's sandbox (`sandbox job`) is never re-created: boot runs
+//! `job gc` for it instead (after a reboot every job's creator is gone).
+//!
 //! When nothing is missing it changes nothing and takes no lock: during
 //! `setup` itself the target's start runs this oneshot while `setup` holds
 //! the lock, and the network is already in place then.
@@ -27,7 +30,7 @@ use crate::steps;
 pub const IN_MEMORY: &[&str] = &["netns", "firewall", "forwarding", "nflog", "veth"];
 /// The steps whose objects survive a reboot (files, accounts, units).
 pub const PERSISTENT: &[&str] = &[
-    "user", "dns", "resolver", "policy", "openclaw", "scripts", "sidecar", "pairing", "extras", "units",
+    "user", "dns", "resolver", "policy", "openclaw", "scripts", "sidecar", "pairing", "extras", "units", "job_home",
 ];
 /// How long to wait for another run (an operator's `setup`) to let go of
 /// the lock.
@@ -43,6 +46,19 @@ pub fn run(args: &SetupArgs) -> Result<()> {
         );
         return Ok(());
     };
+    // A CI job's sandbox is never re-created: its command died with the
+    // boot, so it is garbage; every job's is taken away instead.
+    let is_job = previous
+        .spec
+        .as_ref()
+        .is_some_and(|v| v.get("job").is_some_and(|j| !j.is_null()));
+    if is_job {
+        crate::outln!("sandbox {name}: a CI job's sandbox: not re-created; destroying stale jobs");
+        for line in crate::job::gc(&root, false)? {
+            crate::outln!("  {line}");
+        }
+        return Ok(());
+    }
     let Some(mut spec) = steps::units::saved_spec(&previous)? else {
         return Err(Error::State {
             path: root.state_dir(&name).join("state.json"),

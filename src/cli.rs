@@ -29,6 +29,8 @@ pub enum Command {
     Log(LogArgs),
     /// Check this host offline (kernel, nft, systemd, OpenClaw, DefenseClaw, state, audit log); one line per check with its fix.
     Doctor(DoctorArgs),
+    /// CI jobs: run a command in an ephemeral sandbox of its own, or keep one for a runner's steps (README "CI jobs").
+    Job(JobArgs),
     /// Print shell completions for SHELL to standard output.
     Completions {
         #[arg(value_enum)]
@@ -96,6 +98,128 @@ pub struct DoctorArgs {
     /// The DefenseClaw gateway program setup's sidecar unit will start.
     #[arg(long, default_value = "/usr/local/bin/defenseclaw-gateway", value_name = "PATH")]
     pub sidecar_bin: PathBuf,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct JobArgs {
+    #[command(subcommand)]
+    pub command: JobCommand,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum JobCommand {
+    /// Make a job sandbox, run CMD in it, destroy it; exits with CMD's status (README "Exit codes").
+    Run(JobRunArgs),
+    /// Make a job sandbox and print its name, for `job exec` and `job destroy`.
+    Create(JobCreateArgs),
+    /// Run CMD in an existing job sandbox; exits with CMD's status.
+    Exec(JobExecArgs),
+    /// Destroy a job sandbox (and every process of its uid); nothing to destroy is not an error.
+    Destroy(JobNameArgs),
+    /// List the job sandboxes.
+    List(JobListArgs),
+    /// Destroy the jobs past their TTL and those whose creator died.
+    Gc(JobHostArgs),
+}
+
+/// Where jobs live.
+#[derive(Debug, Clone, Args)]
+pub struct JobHostArgs {
+    /// Take every file path (state included) under DIR instead of /.
+    #[arg(long, default_value = "/", value_name = "DIR")]
+    pub root: PathBuf,
+    /// Run commands without systemd (fork and exec, in the job's namespaces); also: do not ask systemd about units.
+    #[arg(long)]
+    pub no_systemd: bool,
+}
+
+/// What a job's sandbox lets out.
+#[derive(Debug, Clone, Args)]
+pub struct JobSandboxArgs {
+    /// Egress policy: a preset (default, strict, permissive) or a path to a policy file.
+    #[arg(long, default_value = "permissive", value_name = "PRESET|FILE")]
+    pub policy: String,
+    /// Resolvers the job may use: comma-separated IPv4 addresses, or `host` for the host's upstream resolvers.
+    #[arg(long, default_value = "8.8.8.8,1.1.1.1", value_name = "IP,IP|host")]
+    pub dns: String,
+    /// enforce: the policy only; audit: also web (TCP 80/443) to public addresses and any name, everything used recorded for `sandbox policy suggest --name JOB` (with `job create`; a `job run` sandbox is gone when it returns).
+    #[arg(long, default_value = "enforce", value_name = "enforce|audit")]
+    pub mode: String,
+}
+
+/// How one command runs in a job.
+#[derive(Debug, Clone, Args)]
+pub struct JobCmdArgs {
+    /// Kill the command (every process of the job) after DUR (e.g. 90s, 10m, 2h); exit 124.
+    #[arg(long, value_name = "DUR")]
+    pub timeout: Option<String>,
+    /// Memory limit (e.g. 512M, 2G): MemoryMax= with systemd, RLIMIT_AS per process without.
+    #[arg(long, value_name = "SIZE")]
+    pub memory_max: Option<String>,
+    /// Limit on processes and threads: TasksMax= with systemd, RLIMIT_NPROC of the job's uid without.
+    #[arg(long, value_name = "N")]
+    pub tasks_max: Option<u64>,
+    /// Set K=V in the command's environment (repeatable); it starts with PATH, HOME, LANG and TERM only.
+    #[arg(long = "env", value_name = "K=V")]
+    pub env: Vec<String>,
+    /// The command and its arguments, after `--`.
+    #[arg(last = true, required = true, num_args = 1.., value_name = "CMD")]
+    pub cmd: Vec<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct JobRunArgs {
+    #[command(flatten)]
+    pub host: JobHostArgs,
+    #[command(flatten)]
+    pub sandbox: JobSandboxArgs,
+    #[command(flatten)]
+    pub cmd: JobCmdArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct JobCreateArgs {
+    #[command(flatten)]
+    pub host: JobHostArgs,
+    #[command(flatten)]
+    pub sandbox: JobSandboxArgs,
+    /// The job's name (1-14 characters: a-z, 0-9, - and _); default: one made up.
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+    /// `job gc` destroys it once DUR (e.g. 3h) has passed.
+    #[arg(long, default_value = "24h", value_name = "DUR")]
+    pub ttl: String,
+    /// The process whose death makes the job garbage for `job gc`: a pid, `parent` (whoever ran this command), or `none` (only the TTL counts).
+    #[arg(long, default_value = "parent", value_name = "PID|parent|none")]
+    pub creator: String,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct JobExecArgs {
+    #[command(flatten)]
+    pub host: JobHostArgs,
+    /// The job, as `job create` printed it.
+    #[arg(value_name = "NAME")]
+    pub name: String,
+    #[command(flatten)]
+    pub cmd: JobCmdArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct JobNameArgs {
+    #[command(flatten)]
+    pub host: JobHostArgs,
+    #[arg(value_name = "NAME")]
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct JobListArgs {
+    #[command(flatten)]
+    pub host: JobHostArgs,
+    /// One JSON document (an array) instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -236,6 +360,9 @@ impl Cli {
             Command::Setup(a) | Command::Plan(a) => a.json || a.format == Some(crate::report::Format::Json),
             Command::Status(a) => a.json,
             Command::Log(a) => a.json,
+            Command::Job(JobArgs {
+                command: JobCommand::List(a),
+            }) => a.json,
             _ => false,
         }
     }

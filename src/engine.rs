@@ -33,6 +33,11 @@ pub trait Step {
     fn wanted(&self, _spec: &Spec) -> bool {
         true
     }
+    /// Whether a CI job's sandbox (`sandbox job`) has this step at all:
+    /// only what a job needs does (network, firewall, DNS, an identity).
+    fn in_jobs(&self) -> bool {
+        false
+    }
     /// What `apply` would change right now, one line each; empty when the
     /// step is in place. Changes nothing.
     fn plan(&self, spec: &Spec, rec: Option<&Value>) -> Result<Vec<String>>;
@@ -213,6 +218,12 @@ fn mark_done(state: &mut State, id: &str) {
     }
 }
 
+/// Whether `spec` wants `step`: a job's sandbox only the steps made for
+/// jobs, and each step by its own `wanted`.
+pub fn wants(step: &dyn Step, spec: &Spec) -> bool {
+    (!spec.is_job() || step.in_jobs()) && step.wanted(spec)
+}
+
 /// Decode a step's record.
 pub fn data<T: DeserializeOwned>(id: &str, v: &Value) -> Result<T> {
     serde_json::from_value(v.clone()).map_err(|e| Error::State {
@@ -281,7 +292,7 @@ fn apply_each(
         if step.waits_for_background() {
             in_order.collect(state, out, report)?;
         }
-        let pending = if step.wanted(spec) {
+        let pending = if wants(step.as_ref(), spec) {
             let mut rec = Recorder {
                 id,
                 durable: !step.volatile(),
@@ -405,7 +416,7 @@ pub fn plan_all(steps: &[Box<dyn Step>], spec: &Spec, state: Option<&State>) -> 
         .map(|step| {
             let id = step.id();
             let rec = state.and_then(|s| s.get(id)).map(|r| &r.data);
-            let changes = if step.wanted(spec) {
+            let changes = if wants(step.as_ref(), spec) {
                 step.plan(spec, rec)
                     .unwrap_or_else(|e| vec![format!("cannot inspect the host ({e}); would apply")])
             } else if rec.is_some() {
@@ -422,7 +433,7 @@ pub fn plan_all(steps: &[Box<dyn Step>], spec: &Spec, state: Option<&State>) -> 
 pub fn preflight_all(steps: &[Box<dyn Step>], spec: &Spec) -> Vec<Error> {
     steps
         .iter()
-        .filter(|s| s.wanted(spec))
+        .filter(|s| wants(s.as_ref(), spec))
         .flat_map(|s| s.preflight(spec))
         .collect()
 }
@@ -430,7 +441,7 @@ pub fn preflight_all(steps: &[Box<dyn Step>], spec: &Spec) -> Vec<Error> {
 /// Every object the wanted steps put on the host, for this spec.
 pub fn inventory_all(steps: &[Box<dyn Step>], spec: &Spec) -> Inventory {
     let mut inv = Inventory::default();
-    for step in steps.iter().filter(|s| s.wanted(spec)) {
+    for step in steps.iter().filter(|s| wants(s.as_ref(), spec)) {
         step.inventory(spec, &mut inv);
     }
     inv

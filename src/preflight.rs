@@ -98,6 +98,34 @@ pub fn for_setup(spec: &Spec, state: Option<&State>) -> Vec<Error> {
     problems
 }
 
+/// What would stop a job's sandbox (`sandbox job`): nft, an
+/// address clash, objects of that name that are not ours, and the job
+/// steps' own checks. (Root was checked by the caller; a job has no
+/// account, so the accounts database is not read.)
+pub fn for_job(spec: &Spec) -> Vec<Error> {
+    let mut problems = Vec::new();
+    // Only the program: the kernel probe is an `nft` run (40 ms, a third of
+    // a job's start); without nf_tables the firewall step fails with nft's
+    // own message, and the job is taken away again.
+    if let Err(why) = nft::available() {
+        problems.push(Error::host(
+            "nft",
+            why,
+            "install nftables: apt-get install nftables (or dnf install nftables); the kernel needs nf_tables",
+        ));
+    }
+    match address_clashes(spec, None) {
+        Ok(found) => problems.extend(found),
+        Err(e) => problems.push(e),
+    }
+    match foreign_objects(spec, None) {
+        Ok(found) => problems.extend(found),
+        Err(e) => problems.push(e),
+    }
+    problems.extend(crate::engine::preflight_all(&crate::steps::all(), spec));
+    problems
+}
+
 /// Login shells that let nobody in.
 const NO_LOGIN: &[&str] = &["", "/usr/sbin/nologin", "/sbin/nologin", "/bin/false", "/usr/bin/false"];
 

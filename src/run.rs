@@ -40,6 +40,8 @@ pub fn main(cli: &Cli) -> i32 {
         Ok(code) => *code,
         // As terraform's: 2 means "changes pending", so every error is 1.
         Err(_) if detailed => 1,
+        // A runner tells a build failure from a system failure by it.
+        Err(_) if crate::job::passes_status(&cli.command) => crate::job::EXIT_SANDBOX_FAILED,
         Err(e) => e.exit_code(),
     };
     if let Some(r) = record {
@@ -93,6 +95,7 @@ fn dispatch(cli: &Cli) -> Result<i32> {
             crate::out::stdout_bytes(text.as_bytes());
             Ok(EXIT_OK)
         }
+        Command::Job(args) => crate::job::dispatch(&args.command),
         Command::Completions { shell } => {
             // Rendered in memory: the generator panics on a write error
             // (a reader that went away).

@@ -54,6 +54,34 @@ pub struct Spec {
     /// Who runs the sidecar (`--sidecar-user`, default `SUDO_USER`); None:
     /// a dynamic user.
     pub sidecar_user: Option<String>,
+    /// A CI job's sandbox (`sandbox job`): only the steps a job needs
+    /// (network, firewall, DNS, an identity) want it. None: an agent's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<JobSpec>,
+}
+
+/// What a job sandbox is beyond its network: its own uid (no account in
+/// /etc/passwd; no other live job has it), its home, and when `job gc`
+/// may take it away.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobSpec {
+    /// Leased from the host record (`host::JOB_UIDS`), with its /30.
+    pub uid: u32,
+    /// The home under the state tree, as seen under `--root`.
+    pub home: PathBuf,
+    /// Seconds since the epoch after which `job gc` destroys it.
+    pub expires: Option<u64>,
+    /// The process whose death makes the job garbage (pid and its start
+    /// time in clock ticks since boot, so a reused pid is not taken for it).
+    pub creator: Option<Creator>,
+    /// When it was made (seconds since the epoch).
+    pub created: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Creator {
+    pub pid: u32,
+    pub start: u64,
 }
 
 /// The network objects' names and addresses.
@@ -182,7 +210,13 @@ impl Spec {
             agent_bin,
             sidecar_bin,
             sidecar_user,
+            job: None,
         })
+    }
+
+    /// Whether this is a CI job's sandbox (`sandbox job`).
+    pub fn is_job(&self) -> bool {
+        self.job.is_some()
     }
 
     /// Whether anything leaves the host through it (DNS or policy
@@ -199,7 +233,7 @@ impl Spec {
 }
 
 /// `--mode`: `enforce` (the default) or `audit`; true for audit.
-fn parse_mode(mode: Option<&str>) -> Result<bool> {
+pub(crate) fn parse_mode(mode: Option<&str>) -> Result<bool> {
     match mode.unwrap_or("enforce") {
         "enforce" => Ok(false),
         "audit" => Ok(true),
@@ -292,7 +326,7 @@ fn addressing(input: &SetupInput) -> Result<(Addressing, Ipv4Addr, Ipv4Addr, u8)
     }
 }
 
-fn check_name(name: &str) -> Result<String> {
+pub(crate) fn check_name(name: &str) -> Result<String> {
     let fix = "use 1-14 characters: lowercase letters, digits, '-' or '_', starting with a letter (e.g. --name ci3)";
     if name.is_empty() || name.len() > MAX_NAME {
         return Err(Error::input(
@@ -316,7 +350,7 @@ fn check_name(name: &str) -> Result<String> {
     Ok(name.to_string())
 }
 
-fn check_root(root: &Path) -> Result<Root> {
+pub(crate) fn check_root(root: &Path) -> Result<Root> {
     if !root.is_absolute() {
         return Err(Error::input(
             format!("--root {}", root.display()),
@@ -527,7 +561,7 @@ fn parse_ip(flag: &str, s: &str) -> Result<Ipv4Addr> {
 
 /// The narrowest subnet (/30 at most, /24 at least) in which both addresses
 /// are usable host addresses.
-fn shared_prefix(host: Ipv4Addr, sandbox: Ipv4Addr) -> Result<u8> {
+pub(crate) fn shared_prefix(host: Ipv4Addr, sandbox: Ipv4Addr) -> Result<u8> {
     if host == sandbox {
         return Err(Error::input(
             format!("--host-ip {host} --sandbox-ip {sandbox}"),
@@ -560,7 +594,7 @@ pub(crate) fn parse_port(flag: &str, s: &str) -> Result<u16> {
     }
 }
 
-fn parse_dns(s: &str, root: &Root) -> Result<(Vec<Ipv4Addr>, bool)> {
+pub(crate) fn parse_dns(s: &str, root: &Root) -> Result<(Vec<Ipv4Addr>, bool)> {
     if s.trim() == "host" {
         return host_resolvers(root).map(|v| (v, true));
     }

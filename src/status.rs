@@ -169,7 +169,7 @@ fn drift(spec: &Spec, state: &State) -> Vec<Check> {
     steps
         .iter()
         .zip(plan)
-        .filter(|(step, _)| step.wanted(spec) || state.get(step.id()).is_some())
+        .filter(|(step, _)| crate::engine::wants(step.as_ref(), spec) || state.get(step.id()).is_some())
         .map(|(step, o)| {
             let id = step.id();
             let recorded = state.get(id);

@@ -59,5 +59,6 @@ MINISIGN_KEY=$RELEASE_TMP/key.sec DIST=$RELEASE_TMP/dist ALLOW_DIRTY=1 \
   SANDBOX_VENDOR_DIR=$SANDBOX_TEST_CACHE/vendor packaging/release.sh
 packaging/check.sh "$RELEASE_TMP/dist" "$RELEASE_TMP/key.pub"
 echo "== shellcheck"
-shellcheck tests/run.sh tests/openclaw/install.sh contrib/ansible/tests/*.sh tests/bench/*.sh .ci/run \
+shellcheck -x tests/run.sh tests/openclaw/install.sh contrib/ansible/tests/*.sh tests/bench/*.sh .ci/run \
+  contrib/gitlab-runner/sandbox-executor contrib/github-actions/*.sh contrib/github-actions/sandbox-step \
   vm-tests/run.sh vm-tests/guest/inside.sh packaging/*.sh

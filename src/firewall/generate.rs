@@ -45,16 +45,20 @@ pub fn allowlist(spec: &Spec) -> Vec<Allow> {
     if spec.guardrail {
         ports.push(side.guardrail_port.0);
     }
-    let mut out = vec![Allow {
-        to: host.clone(),
-        except: vec![],
-        protocol: Protocol::Tcp,
-        ports,
-        why: "the sidecar on the host IP".into(),
-        forwarded: false,
-        set: None,
-        name: None,
-    }];
+    let mut out = Vec::new();
+    // A CI job has no sidecar: the host IP is closed to it.
+    if !spec.is_job() {
+        out.push(Allow {
+            to: host.clone(),
+            except: vec![],
+            protocol: Protocol::Tcp,
+            ports,
+            why: "the sidecar on the host IP".into(),
+            forwarded: false,
+            set: None,
+            name: None,
+        });
+    }
     if spec.uses_resolver() {
         for protocol in [Protocol::Udp, Protocol::Tcp] {
             out.push(Allow {
@@ -187,7 +191,7 @@ pub fn netns_table(spec: &Spec) -> Table {
     output.push(rule(vec![], Verdict::Record, RECORD));
     output.push(rule(vec![], Verdict::Reject, "anything else is refused"));
 
-    let input = vec![
+    let mut input = vec![
         rule(
             vec![Cond::InIf("lo".into())],
             Verdict::Accept,
@@ -199,16 +203,19 @@ pub fn netns_table(spec: &Spec) -> Table {
             "replies to the sandbox's connections",
         ),
         rule(vec![Cond::Ipv6], Verdict::Reject, "IPv6 is closed"),
-        rule(
+    ];
+    // A CI job runs no OpenClaw gateway: nothing may connect in.
+    if !spec.is_job() {
+        input.push(rule(
             vec![
                 Cond::SrcIp(Ipv4Net::from(spec.net.host_ip)),
                 Cond::Port(Protocol::Tcp, vec![spec.openclaw_port]),
             ],
             Verdict::Accept,
             "the host reaches the OpenClaw gateway port",
-        ),
-        rule(vec![], Verdict::Reject, "nothing else may connect in"),
-    ];
+        ));
+    }
+    input.push(rule(vec![], Verdict::Reject, "nothing else may connect in"));
     Table {
         name: spec.net.table.clone(),
         log_prefix: format!("sandbox {} deny: ", spec.name),

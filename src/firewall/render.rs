@@ -436,10 +436,7 @@ pub fn to_nft_text(t: &Table) -> String {
 pub fn sets_text(t: &Table) -> String {
     let (v4, v6) = t.denied_sets();
     let mut out = String::new();
-    let mut counted = vec![
-        (v4, "ipv4_addr", DENIED_TIMEOUT_S),
-        (v6, "ipv6_addr", DENIED_TIMEOUT_S),
-    ];
+    let mut counted = vec![(v4, "ipv4_addr", DENIED_TIMEOUT_S), (v6, "ipv6_addr", DENIED_TIMEOUT_S)];
     if t.observe {
         counted.push((SEEN4.to_string(), "ipv4_addr", SEEN_TIMEOUT_S));
     }
@@ -450,7 +447,9 @@ pub fn sets_text(t: &Table) -> String {
         ));
     }
     for name in &t.name_sets {
-        out.push_str(&format!("\tset {name} {{\n\t\ttype ipv4_addr\n\t\tflags timeout\n\t}}\n"));
+        out.push_str(&format!(
+            "\tset {name} {{\n\t\ttype ipv4_addr\n\t\tflags timeout\n\t}}\n"
+        ));
     }
     out
 }

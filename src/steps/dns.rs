@@ -88,6 +88,10 @@ impl Step for DnsFiles {
         "dns"
     }
 
+    fn in_jobs(&self) -> bool {
+        true
+    }
+
     fn inventory(&self, spec: &Spec, inv: &mut Inventory) {
         for (path, body) in wanted_files(spec) {
             let inverse = "removed if unedited (an edited one is kept); a file there before is restored";

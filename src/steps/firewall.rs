@@ -64,6 +64,10 @@ impl Step for EgressRules {
         "firewall"
     }
 
+    fn in_jobs(&self) -> bool {
+        true
+    }
+
     fn volatile(&self) -> bool {
         true
     }

@@ -31,6 +31,10 @@ impl Step for Forwarding {
         "forwarding"
     }
 
+    fn in_jobs(&self) -> bool {
+        true
+    }
+
     fn volatile(&self) -> bool {
         true
     }

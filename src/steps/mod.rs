@@ -21,12 +21,17 @@
 //! | pairing       | sidecar device.key; its entry in ~/.openclaw/devices/paired.json; ~/.defenseclaw/.host-ip | our entry out; key kept |
 //! | extras        | ~/.openclaw/skills/codeguard, ~/.openclaw/extensions/defenseclaw | remove (if unedited) |
 //! | units         | sandbox-net@, defenseclaw-gateway@, openshell-<name>, defenseclaw-<name>.target; enabled + started over D-Bus | stop, disable, remove (if unedited), reload |
+//! | job_home      | (job sandboxes only) the job's home under its state dir, owned by its leased uid | removed with its contents; the lease given back |
+//!
+//! A job's sandbox (`sandbox job`, `Spec::job`) has only the steps whose
+//! `in_jobs` says so: netns, firewall, forwarding, dns, veth and job_home.
 
 mod dns;
 mod extras;
 mod firewall;
 mod forwarding;
 mod home;
+mod job_home;
 mod netns;
 mod nflog;
 mod openclaw;
@@ -48,6 +53,9 @@ pub use veth::alias as veth_alias;
 
 pub fn all() -> Vec<Box<dyn Step>> {
     vec![
+        // First, so its record (which holds the lease) is written before
+        // any other step of a job, and it is reverted last.
+        Box::new(job_home::JobHome),
         Box::new(user::User),
         Box::new(netns::Netns),
         Box::new(firewall::EgressRules),

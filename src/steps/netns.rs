@@ -47,6 +47,10 @@ impl Step for Netns {
         "netns"
     }
 
+    fn in_jobs(&self) -> bool {
+        true
+    }
+
     fn volatile(&self) -> bool {
         true
     }

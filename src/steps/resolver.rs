@@ -72,6 +72,12 @@ fn config_path(spec: &Spec) -> PathBuf {
     resolver::file(&spec.root, &spec.name, resolver::CONFIG)
 }
 
+/// Whether the resolver runs as its unit: under systemd, but for a CI
+/// job, which has no units (its resolver is a process the record tracks).
+fn as_unit(spec: &Spec) -> bool {
+    crate::steps::units::talks_to_systemd(spec) && !spec.is_job()
+}
+
 /// The resolver's unit under systemd.
 pub fn unit(name: &str) -> String {
     format!("sandbox-resolver@{name}.service")
@@ -84,6 +90,11 @@ impl Step for Resolver {
 
     fn wanted(&self, spec: &Spec) -> bool {
         spec.uses_resolver()
+    }
+
+    /// A job whose policy names hosts needs it too.
+    fn in_jobs(&self) -> bool {
+        true
     }
 
     fn inventory(&self, spec: &Spec, inv: &mut Inventory) {
@@ -105,7 +116,7 @@ impl Step for Resolver {
         if files::hash_of(&path)?.as_deref() != Some(&files::sha256_hex(body.as_bytes())) {
             out.push(format!("write {} (names: {})", path.display(), names(spec)));
         }
-        if !crate::steps::units::talks_to_systemd(spec) {
+        if !as_unit(spec) {
             let running = rec
                 .and_then(|v| data::<Record>(self.id(), v).ok())
                 .and_then(|r| r.process)
@@ -132,7 +143,7 @@ impl Step for Resolver {
             files::write_atomic(&path, body.as_bytes(), 0o600)?;
             out.push(format!("wrote {} (names: {})", path.display(), names(spec)));
         }
-        if crate::steps::units::talks_to_systemd(spec) {
+        if as_unit(spec) {
             if changed {
                 restart_unit_if_active(&spec.name, &mut out)?;
             }

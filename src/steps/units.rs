@@ -200,6 +200,7 @@ pub fn render(spec: &Spec, inputs: &Inputs) -> Result<Vec<UnitFile>> {
                 String::new()
             },
         ),
+        ("hardening", crate::hardening::unit_lines(crate::hardening::AGENT)),
     ];
     let file = |rel: String, template: &str, shared: bool, unit: String| -> Result<UnitFile> {
         Ok(UnitFile {

@@ -37,6 +37,10 @@ impl Step for Veth {
         "veth"
     }
 
+    fn in_jobs(&self) -> bool {
+        true
+    }
+
     fn volatile(&self) -> bool {
         true
     }

@@ -38,6 +38,14 @@ trait Manager {
     fn restart_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
     fn reset_failed_unit(&self, name: &str) -> zbus::Result<()>;
     fn load_unit(&self, name: &str) -> zbus::Result<OwnedObjectPath>;
+    fn start_transient_unit(
+        &self,
+        name: &str,
+        mode: &str,
+        properties: &[(&str, zbus::zvariant::Value<'_>)],
+        aux: &[(&str, &[(&str, zbus::zvariant::Value<'_>)])],
+    ) -> zbus::Result<OwnedObjectPath>;
+    fn kill_unit(&self, name: &str, whom: &str, signal: i32) -> zbus::Result<()>;
     fn get_unit_file_state(&self, file: &str) -> zbus::Result<String>;
     fn enable_unit_files(&self, files: &[&str], runtime: bool, force: bool) -> zbus::Result<(bool, Changes)>;
     fn disable_unit_files(&self, files: &[&str], runtime: bool) -> zbus::Result<Changes>;
@@ -218,6 +226,51 @@ impl Systemd {
             .map_err(|e| failed("Get", unit, &e, "check `systemctl status`"))?;
         p.get_property::<u32>("MainPID")
             .map_err(|e| failed("Get", unit, &e, "check `systemctl status`"))
+    }
+
+    /// Start a transient unit made of `properties` and wait for the start
+    /// job's result (`done` once the service's process runs).
+    pub fn start_transient(
+        &mut self,
+        unit: &str,
+        properties: &[(&str, zbus::zvariant::Value<'_>)],
+        timeout: Duration,
+    ) -> Result<String> {
+        let job = self
+            .manager
+            .start_transient_unit(unit, "fail", properties, &[])
+            .map_err(|e| failed("StartTransientUnit", unit, &e, &journal_hint(unit)))?;
+        self.wait(job.as_str(), "StartTransientUnit", unit, timeout)
+    }
+
+    /// Send `signal` to a unit's main process (`main`) or all of them (`all`).
+    pub fn kill(&self, unit: &str, whom: &str, signal: i32) -> Result<()> {
+        match self.manager.kill_unit(unit, whom, signal) {
+            Ok(()) => Ok(()),
+            Err(e) if is_no_such_unit(&e) => Ok(()),
+            Err(e) => Err(failed("KillUnit", unit, &e, &journal_hint(unit))),
+        }
+    }
+
+    /// A service's (ActiveState, ExecMainCode, ExecMainStatus): the code is
+    /// CLD_EXITED (1), CLD_KILLED (2) or CLD_DUMPED (3), as waitid says it.
+    pub fn exec_main(&self, unit: &str) -> Result<(String, i32, i32)> {
+        let path = self
+            .manager
+            .load_unit(unit)
+            .map_err(|e| failed("LoadUnit", unit, &e, "check `systemctl status`"))?;
+        let proxy = |iface: &'static str| {
+            zbus::blocking::Proxy::new(&self.conn, DEST, path.as_str(), iface)
+                .map_err(|e| failed("Get", unit, &e, "check `systemctl status`"))
+        };
+        let get = |e: zbus::Error| failed("Get", unit, &e, "check `systemctl status`");
+        let u = proxy("org.freedesktop.systemd1.Unit")?;
+        let s = proxy("org.freedesktop.systemd1.Service")?;
+        Ok((
+            u.get_property::<String>("ActiveState").map_err(get)?,
+            s.get_property::<i32>("ExecMainCode").map_err(get)?,
+            s.get_property::<i32>("ExecMainStatus").map_err(get)?,
+        ))
     }
 
     /// Queue a start job and wait for its result (`done`, `failed`,
