@@ -60,4 +60,4 @@ MINISIGN_KEY=$RELEASE_TMP/key.sec DIST=$RELEASE_TMP/dist ALLOW_DIRTY=1 \
 packaging/check.sh "$RELEASE_TMP/dist" "$RELEASE_TMP/key.pub"
 echo "== shellcheck"
 shellcheck tests/run.sh tests/openclaw/install.sh contrib/ansible/tests/*.sh tests/bench/*.sh .ci/run \
-  vm-tests/run.sh vm-tests/guest/inside.sh packaging/*.sh
+  vm-tests/run.sh vm-tests/guest/inside.sh vm-tests/guest/openclaw-wrapper packaging/*.sh tests/lib/*.sh
