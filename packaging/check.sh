@@ -6,7 +6,8 @@
 #
 #  1. the sums and the minisign signature verify;
 #  2. the .deb is lintian-clean (no errors, no warnings);
-#  3. the SBOM lists the shipped crates, each with version, license, hash;
+#  3. the SBOM lists the crates linked into the binary, each with version,
+#     license and hash, and no proc-macro or dev-only crate;
 #  4. the .deb installs with dpkg -i in a debootstrapped bookworm root, and
 #     `sandbox --version` and `sandbox doctor` run there;
 #  5. the binary from the tarball runs in a bullseye root (glibc 2.31);
@@ -76,6 +77,19 @@ for crate in regorus tempfile; do
   jq -e --arg c "$crate" 'any(.components[]; .name == $c) | not' "${sboms[0]}" >/dev/null ||
     die "the SBOM lists the dev-dependency $crate"
 done
+# Only what is linked in: no proc-macro (they run in the compiler), and not
+# rand_core 0.10, which only a dev-dependency's features pull in.
+for crate in serde_derive clap_derive thiserror-impl async-trait zbus_macros zerocopy-derive; do
+  jq -e --arg c "$crate" 'any(.components[]; .name == $c) | not' "${sboms[0]}" >/dev/null ||
+    die "the SBOM lists the proc-macro $crate, which is not in the binary"
+done
+jq -e 'any(.components[]; .name == "rand_core" and (.version | startswith("0.10."))) | not' "${sboms[0]}" >/dev/null ||
+  die "the SBOM lists rand_core 0.10, which only a dev-dependency enables"
+serde=$(jq -c '.components[] | select(.name == "serde")' "${sboms[0]}")
+jq -e --arg v "$(sed -n '/^name = "serde"$/{n;s/^version = "\(.*\)"$/\1/p}' Cargo.lock)" \
+  '.version == $v and .licenses[0].expression == "MIT OR Apache-2.0" and (.hashes[0].content | test("^[0-9a-f]{64}$"))' \
+  <<<"$serde" >/dev/null || die "serde is not in the SBOM with Cargo.lock's version, its license and a hash: $serde"
+show "$(jq -r '"\(.components | length) crates linked in; e.g. " + (.components[] | select(.name == "serde") | "\(.name) \(.version) \(.licenses[0].expression) sha256:\(.hashes[0].content[:16])…")' "${sboms[0]}")"
 
 # run_in SUITE PACKAGES SCRIPT: SCRIPT runs (bash) with $R an overlay of the
 # cached SUITE root, in a private mount and network namespace, /proc mounted.

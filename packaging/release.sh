@@ -22,7 +22,8 @@
 #                       registry: the one online step)
 #   CARGO_TOOLS         where cargo-auditable is installed and cached
 #                       (default ${SANDBOX_TEST_CACHE:-/var/cache/sandbox-tests}/tools)
-#   MAINTAINER          the .deb's Maintainer field
+#   MAINTAINER          the .deb's Maintainer field (default: the project's
+#                       maintainers; a site rebuilding the package sets its own)
 #   DIST                output directory (default ./dist)
 #   ALLOW_DIRTY=1       release a checkout with uncommitted changes (they
 #                       are NOT in the tarballs: only HEAD is)
@@ -32,7 +33,8 @@ ROOT=$PWD
 DIST=${DIST:-$ROOT/dist}
 VENDOR=${SANDBOX_VENDOR_DIR:-$ROOT/vendor}
 TOOLS=${CARGO_TOOLS:-${SANDBOX_TEST_CACHE:-/var/cache/sandbox-tests}/tools}
-MAINTAINER=${MAINTAINER:-Sandbox Maintainers <sandbox-maintainers@example.org>}
+# The project's maintainer identity: the address its commits carry.
+MAINTAINER=${MAINTAINER:-sandbox maintainers <maintainers@users.noreply.b-seed-71e98736.example>}
 TARGET=x86_64-unknown-linux-gnu
 
 T0=$SECONDS
@@ -190,7 +192,11 @@ dpkg-deb --root-owner-group -Zxz --build "$D" "$DIST/sandbox_${VERSION}_amd64.de
 # ---- SBOM ---------------------------------------------------------------
 stamp "SBOM"
 (cd "$WORK/build/$NAME" && cargo metadata --format-version 1 --offline --frozen --filter-platform "$TARGET") >"$WORK/meta.json"
-python3 packaging/sbom.py "$WORK/meta.json" Cargo.lock "$BIN" "$VERSION" "$EPOCH" >"$DIST/$NAME.cdx.json"
+# The crates linked in: normal dependencies for the target, proc-macros
+# left out, features resolved as the release build resolves them.
+(cd "$WORK/build/$NAME" && cargo tree --offline --frozen --target "$TARGET" -p sandbox -e normal,no-proc-macro \
+  --prefix none --no-dedupe -f '{p}') >"$WORK/tree.txt"
+python3 packaging/sbom.py "$WORK/meta.json" Cargo.lock "$WORK/tree.txt" "$BIN" "$VERSION" "$EPOCH" >"$DIST/$NAME.cdx.json"
 
 # ---- sums and signature -------------------------------------------------
 stamp "SHA256SUMS, signed"

@@ -20,19 +20,9 @@ die() {
   exit 1
 }
 
-mirror() {
-  if [[ -n ${DEBIAN_MIRROR:-} ]]; then
-    echo "$DEBIAN_MIRROR"
-    return
-  fi
-  local m
-  m=$(grep -h -o -E 'https?://[^ ]+/debian/?( |$)' /etc/apt/sources.list /etc/apt/sources.list.d/* 2>/dev/null |
-    grep -v -- -security | head -n 1 | tr -d ' ')
-  [[ -n $m ]] || die "no Debian mirror in /etc/apt/sources.list*: set DEBIAN_MIRROR"
-  echo "$m"
-}
-
-MIRROR=$(mirror)
+# shellcheck source=tests/lib/debian-mirror.sh
+. "$(dirname "$0")/../tests/lib/debian-mirror.sh"
+MIRROR=$(debian_mirror) || exit 1
 KEY=$(printf '%s\n' "$SUITE" "$MIRROR" "$PACKAGES" "$ROOT_RECIPE" | sha256sum | cut -c1-12)
 BASE=$CACHE/$SUITE-$KEY
 if [[ ! -d $BASE ]]; then

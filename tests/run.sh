@@ -61,4 +61,4 @@ packaging/check.sh "$RELEASE_TMP/dist" "$RELEASE_TMP/key.pub"
 echo "== shellcheck"
 shellcheck -x tests/run.sh tests/openclaw/install.sh contrib/ansible/tests/*.sh tests/bench/*.sh .ci/run \
   contrib/gitlab-runner/sandbox-executor contrib/github-actions/*.sh contrib/github-actions/sandbox-step \
-  vm-tests/run.sh vm-tests/guest/inside.sh packaging/*.sh
+  vm-tests/run.sh vm-tests/guest/inside.sh vm-tests/guest/openclaw-wrapper packaging/*.sh tests/lib/*.sh
