@@ -153,7 +153,9 @@ pub fn with_set_counters(batch: &Nftables<'_>) -> serde_json::Result<serde_json:
             let counted = set
                 .get("name")
                 .and_then(|n| n.as_str())
-                .is_some_and(|n| [DENIED4, DENIED6, SEEN4].contains(&n));
+                // `denied4`, or a sandbox's `<name>_denied4` in the shared
+                // host table; not the resolver's address sets.
+                .is_some_and(|n| n.ends_with(DENIED4) || n.ends_with(DENIED6) || n == SEEN4);
             if !counted {
                 continue;
             }

@@ -9,37 +9,17 @@
 //! /run and a temp `--root`: the real host's network, /etc and /run are
 //! never touched.
 
+#[path = "throwaway.rs"]
+mod throwaway;
+
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-use nix::mount::{mount, MsFlags};
-use nix::sched::{unshare, CloneFlags};
 
 const BIN: &str = env!("CARGO_BIN_EXE_sandbox");
 
 fn main() -> Result<(), String> {
     let rounds: usize = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(30);
-    if !nix::unistd::geteuid().is_root() {
-        return Err("run it as root: sudo cargo bench --bench job".into());
-    }
-    unshare(CloneFlags::CLONE_NEWNET | CloneFlags::CLONE_NEWNS).map_err(|e| format!("unshare: {e}"))?;
-    let none: Option<&str> = None;
-    mount(none, "/", none, MsFlags::MS_REC | MsFlags::MS_PRIVATE, none).map_err(|e| format!("make / private: {e}"))?;
-    mount(
-        Some("bench"),
-        "/run",
-        Some("tmpfs"),
-        MsFlags::empty(),
-        Some("mode=0755"),
-    )
-    .map_err(|e| format!("tmpfs on /run: {e}"))?;
-    let lo = Command::new("ip")
-        .args(["link", "set", "lo", "up"])
-        .status()
-        .map_err(|e| e.to_string())?;
-    if !lo.success() {
-        return Err("ip link set lo up failed".into());
-    }
+    throwaway::enter("job")?;
     let root = tempfile::tempdir().map_err(|e| e.to_string())?;
     let root_s = root.path().to_str().ok_or("temp path is not UTF-8")?.to_string();
     let run = |root: &str| -> Result<Duration, String> {

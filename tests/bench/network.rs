@@ -13,12 +13,13 @@
 //! Everything runs in a throwaway network + mount namespace with a private
 //! /run: the real host's network, /etc and /run are never touched.
 
+#[path = "throwaway.rs"]
+mod throwaway;
+
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use nix::mount::{mount, MsFlags};
-use nix::sched::{unshare, CloneFlags};
 use sandbox::engine::{self, Step, Undo};
 use sandbox::spec::Spec;
 use sandbox::state::Store;
@@ -36,28 +37,7 @@ const NETWORK_STEPS: &[&str] = &["netns", "firewall", "forwarding", "dns", "veth
 
 fn main() -> Result<(), String> {
     let rounds: u32 = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(20);
-    if !nix::unistd::geteuid().is_root() {
-        return Err("run it as root: sudo cargo bench --bench network".into());
-    }
-    // Still single-threaded here, so the whole process moves.
-    unshare(CloneFlags::CLONE_NEWNET | CloneFlags::CLONE_NEWNS).map_err(|e| format!("unshare: {e}"))?;
-    let none: Option<&str> = None;
-    mount(none, "/", none, MsFlags::MS_REC | MsFlags::MS_PRIVATE, none).map_err(|e| format!("make / private: {e}"))?;
-    mount(
-        Some("bench"),
-        "/run",
-        Some("tmpfs"),
-        MsFlags::empty(),
-        Some("mode=0755"),
-    )
-    .map_err(|e| format!("tmpfs on /run: {e}"))?;
-    let status = Command::new("ip")
-        .args(["link", "set", "lo", "up"])
-        .status()
-        .map_err(|e| e.to_string())?;
-    if !status.success() {
-        return Err("ip link set lo up failed".into());
-    }
+    throwaway::enter("network")?;
 
     let scratch = tempfile::tempdir().map_err(|e| e.to_string())?;
     script(1, scratch.path())?; // warm-up

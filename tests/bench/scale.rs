@@ -16,14 +16,16 @@
 //! `--no-auto-pair`; the accounts are made up front, so /etc/passwd does
 //! not grow with N and only what sandboxes share is measured.
 
+#[path = "throwaway.rs"]
+mod throwaway;
+
 use std::fs::File;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use nix::mount::{mount, MsFlags};
-use nix::sched::{setns, unshare, CloneFlags};
+use nix::sched::{setns, CloneFlags};
 
 const GATEWAY_PORT: u16 = 18970;
 const LOOPBACK_PORT: u16 = 7001;
@@ -39,21 +41,7 @@ fn main() -> Result<(), String> {
         .find_map(|a| a.parse().ok())
         .or_else(|| std::env::var("SANDBOX_BENCH_N").ok().and_then(|v| v.parse().ok()))
         .unwrap_or(200);
-    if !nix::unistd::geteuid().is_root() {
-        return Err("run it as root: sudo cargo bench --bench scale".into());
-    }
-    unshare(CloneFlags::CLONE_NEWNET | CloneFlags::CLONE_NEWNS).map_err(|e| format!("unshare: {e}"))?;
-    let none: Option<&str> = None;
-    mount(none, "/", none, MsFlags::MS_REC | MsFlags::MS_PRIVATE, none).map_err(|e| format!("make / private: {e}"))?;
-    mount(
-        Some("bench"),
-        "/run",
-        Some("tmpfs"),
-        MsFlags::empty(),
-        Some("mode=0755"),
-    )
-    .map_err(|e| format!("tmpfs on /run: {e}"))?;
-    run("ip", &["link", "set", "lo", "up"])?;
+    throwaway::enter("scale")?;
 
     let root = tempfile::tempdir().map_err(|e| e.to_string())?;
     seed(root.path(), n)?;
