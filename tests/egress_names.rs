@@ -366,3 +366,51 @@ fn a_namespace_made_anew_gets_its_sets_filled_by_the_running_resolver() {
     host.tcp(Ns::Sandbox, (PKG_A, 443)).assert_connected();
     host.disable_ok();
 }
+
+/// A CI job in audit mode: what its steps used comes back from
+/// `policy suggest --name <job>`, as for any sandbox.
+#[test]
+fn a_job_in_audit_mode_gets_its_policy_suggested() {
+    let Some(host) = FakeHost::new() else { return };
+    let _dns = upstream(&host);
+    let root = host.root_str().to_string();
+    let made = host.sandbox(&[
+        "job",
+        "create",
+        "--root",
+        &root,
+        "--no-systemd",
+        "--name",
+        "aud1",
+        "--creator",
+        "none",
+        "--policy",
+        "strict",
+        "--mode",
+        "audit",
+        "--dns",
+        UPSTREAM_FLAG,
+    ]);
+    assert_eq!(made.code, 0, "{made}");
+    let web = format!("exec 3<>/dev/tcp/{WEB}/80");
+    let ran = host.sandbox(&[
+        "job",
+        "exec",
+        "--root",
+        &root,
+        "--no-systemd",
+        "aud1",
+        "--",
+        "bash",
+        "-c",
+        &web,
+    ]);
+    assert_eq!(ran.code, 0, "audit mode lets the job reach the web: {ran}");
+    std::thread::sleep(Duration::from_millis(600)); // the counts file
+    let out = host.sandbox(&["policy", "suggest", "--root", &root, "--name", "aud1"]);
+    assert_eq!(out.code, 0, "{out}");
+    assert!(out.stdout.contains(&format!("to = \"{WEB}\"")), "{out}");
+    assert!(out.stdout.contains("ports = [80]"), "{out}");
+    let gone = host.sandbox(&["job", "destroy", "--root", &root, "--no-systemd", "aud1"]);
+    assert_eq!(gone.code, 0, "{gone}");
+}
