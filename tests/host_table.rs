@@ -61,7 +61,7 @@ impl Sandbox {
             format!("/home/{}", self.name),
         ];
         match self.dns {
-            Some(r) => v.extend(["--policy".into(), "default".into(), "--dns".into(), r.to_string()]),
+            Some(r) => v.extend(["--policy".into(), DNS_ONLY.into(), "--dns".into(), r.to_string()]),
             None => v.extend(["--policy".into(), "strict".into()]),
         }
         v
@@ -157,13 +157,13 @@ fn seed_user(host: &FakeHost, name: &str, uid: u32) {
 }
 
 /// The host's network (links, addresses, routes, rules, ruleset,
-/// sysctls) as before. (The homes of the other sandboxes keep their
-/// policy data and identity by design, as `sandbox`'s does; the
-/// `/run/netns` mount belongs to whichever sandbox made it until the host
-/// scope holds it, so it is not compared here.)
+/// sysctls, mounts: `/run/netns` is the host record's, restored by the
+/// last sandbox whichever goes last) as before. (The homes of the other
+/// sandboxes keep their policy data and identity by design, as
+/// `sandbox`'s does.)
 #[track_caller]
 fn assert_network_restored(before: &Snapshot, after: &Snapshot, context: &str) {
-    for sec in ["links", "addresses", "routes4", "routes6", "ip rules", "nft", "sysctl"] {
+    for sec in ["links", "addresses", "routes4", "routes6", "ip rules", "nft", "sysctl", "mounts"] {
         assert_eq!(
             before.section(sec),
             after.section(sec),
@@ -173,12 +173,12 @@ fn assert_network_restored(before: &Snapshot, after: &Snapshot, context: &str) {
     }
 }
 
-/// A host that forwards already (so no sandbox's forwarding record takes
-/// it away from the others: that shared resource is the host scope's),
+/// A host that does not forward (the sandboxes turn it on; the host
+/// record keeps it on until the last of them goes, whatever the order),
 /// with the sidecar ports, a port nobody may reach and a loopback service.
 fn forwarding_host() -> Option<FakeHost> {
     let host = FakeHost::new()?;
-    host.set_sysctl(Ns::Host, "net/ipv4/ip_forward", "1");
+    host.set_sysctl(Ns::Host, "net/ipv4/ip_forward", "0");
     for port in [GATEWAY_PORT, 4000, 2222] {
         host.listen_tcp(Ns::Host, (ANY, port).into());
     }
