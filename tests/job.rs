@@ -31,6 +31,11 @@ fn job_args(host: &FakeHost, sub: &str, extra: &[&str]) -> Vec<String> {
     let mut v = vec!["job", sub, "--root", host.root_str(), "--no-systemd"];
     if matches!(sub, "run" | "create") {
         v.extend(["--dns", DNS_A]);
+        // What these tests were written for: direct DNS and public web
+        // (the presets now name hosts, through our resolver: tests/egress_names.rs).
+        if !extra.contains(&"--policy") {
+            v.extend(["--policy", WEB_POLICY]);
+        }
     }
     v.extend_from_slice(extra);
     v.into_iter().map(String::from).collect()
