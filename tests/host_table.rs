@@ -163,7 +163,16 @@ fn seed_user(host: &FakeHost, name: &str, uid: u32) {
 /// `sandbox`'s does.)
 #[track_caller]
 fn assert_network_restored(before: &Snapshot, after: &Snapshot, context: &str) {
-    for sec in ["links", "addresses", "routes4", "routes6", "ip rules", "nft", "sysctl", "mounts"] {
+    for sec in [
+        "links",
+        "addresses",
+        "routes4",
+        "routes6",
+        "ip rules",
+        "nft",
+        "sysctl",
+        "mounts",
+    ] {
         assert_eq!(
             before.section(sec),
             after.section(sec),

@@ -382,10 +382,13 @@ fn run(host: &JobHostArgs, sandbox: &JobSandboxArgs, cmd: &JobCmdArgs) -> Result
         Some(sig) => Ok(Finished::Signaled(sig)),
         None => run_in(&made.spec, &opts),
     };
+    // Torn down and its record removed whatever the command did: a
+    // command that could not even start (125) leaves nothing either.
     let torn = teardown(&mut made);
+    let Made { store, state, .. } = made;
+    let removed = torn.and_then(|()| store.remove(&state));
     let finished = result?;
-    torn?;
-    made.store.remove(&made.state)?;
+    removed?;
     Ok(finished.exit_code())
 }
 
