@@ -606,6 +606,16 @@ impl Step for Units {
         if agent_pid != 0 && !agent_staleness(spec, agent_pid).is_empty() {
             why.insert(agent_unit(name), "its namespace or DNS files changed");
         }
+        let resolver = super::resolver::unit(name);
+        if spec.uses_resolver() && why.contains_key(&agent_unit(name)) {
+            // Its socket is in the old namespace: it quits and systemd
+            // retries while the veth is being made anew, maybe until its
+            // start limit. Now that the network is whole, start it afresh,
+            // before the agent that needs it.
+            sd.reset_failed(&resolver);
+            let result = sd.restart(&resolver, JOB_TIMEOUT)?;
+            out.push(format!("restarted {resolver} (its namespace was made anew; job {result})"));
+        }
         for u in [gateway_unit(name), agent_unit(name)] {
             let reason = if changed.contains(&u) {
                 Some("its unit changed")
@@ -630,6 +640,11 @@ impl Step for Units {
             }
         }
         if !down.is_empty() {
+            // A unit that hit its start limit (the resolver while its
+            // network was down, say) starts again only once forgiven.
+            for u in &down {
+                sd.reset_failed(u);
+            }
             let result = sd.start(&target, JOB_TIMEOUT)?;
             std::thread::sleep(SETTLE);
             check_running(&mut sd, spec)?;
