@@ -171,6 +171,10 @@ put 0755 "$HERE/guest/openclaw-wrapper" /usr/local/bin/openclaw
 put 0755 "$HERE/guest/defenseclaw-gateway" /usr/local/bin/defenseclaw-gateway
 put 0755 "$HERE/guest/agent-view" /usr/local/lib/vmtest/agent-view
 put 0755 "$HERE/guest/inside.sh" /usr/local/lib/vmtest/inside.sh
+# Direct DNS to listed resolvers: the policy phase 2 switches to. The
+# presets now name hosts through our resolver, whose unit does not yet run
+# under this systemd (README, "Egress by host name": known defect).
+put 0644 "$HERE/../policies/examples/dns-only.toml" /usr/local/lib/vmtest/dns-only.toml
 put 0644 "$HERE/guest/vmtest.service" /etc/systemd/system/vmtest.service
 mkdir -p "$STAGE/etc/systemd/system/multi-user.target.wants" "$STAGE/opt/openclaw"
 ln -sf /etc/systemd/system/vmtest.service "$STAGE/etc/systemd/system/multi-user.target.wants/vmtest.service"

@@ -34,6 +34,8 @@ VM_GATEWAY_WAIT=900
 . /etc/vmtest.conf
 mkdir -p "$STATE"
 phase=$(cat "$STATE/phase" 2>/dev/null || echo 1)
+# Direct DNS to the listed resolvers (run.sh puts it there).
+DNS_ONLY=/usr/local/lib/vmtest/dns-only.toml
 T0=$(date +%s)
 
 say() { echo "VMTEST $*" | tee -a "$RESULT"; }
@@ -359,10 +361,10 @@ if [[ $phase == 2 ]]; then
 
   # What the agent took in at its start changes under it: setup restarts it,
   # and `sandbox status` checks what it holds (issue 12).
-  timeout 300 sandbox setup --policy default --non-interactive >"$STATE/switch.log" 2>&1
+  timeout 300 sandbox setup --policy "$DNS_ONLY" --non-interactive >"$STATE/switch.log" 2>&1
   rc=$?
   sed 's/^/  switch> /' "$STATE/switch.log"
-  expect "setup switching strict -> default exits 0" 0 "$rc"
+  expect "setup switching strict -> DNS-only exits 0" 0 "$rc"
   check "the agent was restarted: its DNS files changed" grep -q "restarted openshell-$NAME.service (its namespace or DNS files changed" "$STATE/switch.log"
   wait_for 30 agent_resolv_current || true
   check "the restarted agent sees the new resolv.conf" agent_resolv_current
@@ -371,7 +373,7 @@ if [[ $phase == 2 ]]; then
   sandbox status >"$STATE/status-switch.log" 2>&1
   check "status: the restarted agent holds the DNS files of now" grep -q "ok    agent view .*with its DNS files of now" "$STATE/status-switch.log"
   ip netns del $NETNS
-  timeout 300 sandbox setup --policy default --non-interactive >"$STATE/renetns.log" 2>&1
+  timeout 300 sandbox setup --policy "$DNS_ONLY" --non-interactive >"$STATE/renetns.log" 2>&1
   rc=$?
   sed 's/^/  renetns> /' "$STATE/renetns.log"
   expect "setup after ip netns del exits 0" 0 "$rc"
@@ -384,6 +386,9 @@ if [[ $phase == 2 ]]; then
   check "status: the agent runs in the namespace made anew, with its DNS files" grep -q "ok    agent view .*in $NETNS, with its DNS files of now" "$STATE/status-renetns.log"
   check "status: everything but the starting gateway is healthy" \
     bash -c "! grep '^  FAIL' '$STATE/status-renetns.log' | grep -v -q 'OpenClaw.s gateway does not answer /health'"
+  # What status found, and the resolver's own account, for a failure above.
+  grep -A2 '^  FAIL' "$STATE/status-renetns.log" | sed 's/^/  status-renetns> /'
+  systemctl status --no-pager -n 15 "sandbox-resolver@$NAME.service" 2>&1 | sed 's/^/  resolver> /'
   timeout 300 sandbox setup --policy strict --non-interactive >"$STATE/back.log" 2>&1
   expect "setup back to strict exits 0" 0 "$?"
   t=$(date +%s)
