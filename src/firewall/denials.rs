@@ -136,8 +136,10 @@ pub fn parse_sets(doc: &Value, layer: Where, sets: &[&str]) -> Vec<Denial> {
     for obj in doc["nftables"].as_array().into_iter().flatten() {
         // Only the refusal sets (a table also holds the resolver's sets
         // and, in audit mode, the connections it saw).
+        // A sandbox's sets in the shared host table carry its prefix
+        // (`<name>_denied4`).
         let name = obj.pointer("/set/name").and_then(Value::as_str);
-        if name.is_some_and(|n| !sets.contains(&n)) {
+        if name.is_some_and(|n| !sets.iter().any(|s| n == *s || n.ends_with(&format!("_{s}")))) {
             continue;
         }
         let Some(elems) = obj.pointer("/set/elem").and_then(Value::as_array) else {

@@ -614,7 +614,9 @@ impl Step for Units {
             // before the agent that needs it.
             sd.reset_failed(&resolver);
             let result = sd.restart(&resolver, JOB_TIMEOUT)?;
-            out.push(format!("restarted {resolver} (its namespace was made anew; job {result})"));
+            out.push(format!(
+                "restarted {resolver} (its namespace was made anew; job {result})"
+            ));
         }
         for u in [gateway_unit(name), agent_unit(name)] {
             let reason = if changed.contains(&u) {
