@@ -266,6 +266,13 @@ impl Host {
         self.save()
     }
 
+    /// Whether the record knows `res` at all (held, or left by a run
+    /// killed while the last holder restored it). A resource it does not
+    /// know was made before the host scope, or its record was lost.
+    pub fn knows(&self, res: Resource) -> bool {
+        self.record.resources.contains_key(res.id())
+    }
+
     /// Who holds `res`.
     pub fn holders(&self, res: Resource) -> Vec<String> {
         self.record

@@ -263,9 +263,11 @@ fn release_shared_base(root: &Root, name: &str, lock: &Path) -> Result<Vec<Strin
         })
     };
     host::with(root, |h| {
-        if h.holders(Resource::HostTable).is_empty() {
+        if !h.knows(Resource::HostTable) {
             return delete();
         }
+        // Also when nobody holds it any more: a run killed during the last
+        // holder's delete left it so, and this one finishes that.
         h.release(Resource::HostTable, name, |_| delete())
     })
 }

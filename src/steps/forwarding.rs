@@ -79,7 +79,7 @@ impl Step for Forwarding {
     fn revert(&self, undo: &Undo, v: &Value) -> Result<Vec<String>> {
         let own = data::<Record>(self.id(), v)?.old;
         host::with(&undo.root, |h| {
-            if h.holders(Resource::Forwarding).is_empty() && !own.is_empty() {
+            if !h.knows(Resource::Forwarding) && !own.is_empty() {
                 // Made before the host scope and never adopted (its
                 // record was unreadable then): its own values.
                 return restore(&own);

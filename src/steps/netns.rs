@@ -164,7 +164,7 @@ impl Step for Netns {
             Ok(Vec::new())
         };
         out.extend(host::with(&undo.root, |h| {
-            if h.holders(Resource::NetnsDir).is_empty() && r.dir_changes != DirChanges::default() {
+            if !h.knows(Resource::NetnsDir) && r.dir_changes != DirChanges::default() {
                 // Made before the host scope and never adopted.
                 return release(SharedDir {
                     dir_changes: r.dir_changes,
@@ -193,7 +193,7 @@ impl Step for Netns {
             made_mountpoint: true,
         };
         let held = host::with(&undo.root, |h| {
-            if h.holders(Resource::NetnsDir).is_empty() {
+            if !h.knows(Resource::NetnsDir) {
                 return Ok(false);
             }
             // The host record knows what the first sandbox made.

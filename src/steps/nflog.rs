@@ -102,7 +102,7 @@ impl Step for NfLog {
             sysctl::restore(old)
         };
         host::with(&undo.root, |h| {
-            if h.holders(Resource::NfLog).is_empty() && !own.is_empty() {
+            if !h.knows(Resource::NfLog) && !own.is_empty() {
                 // Made before the host scope and never adopted.
                 return restore(&own);
             }

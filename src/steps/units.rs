@@ -705,7 +705,7 @@ impl Step for Units {
                 files::remove_dirs(&originals.created_dirs)?;
                 Ok(said)
             };
-            if h.holders(Resource::UnitTemplates).is_empty() {
+            if !h.knows(Resource::UnitTemplates) {
                 // Made before the host scope and never adopted: the old
                 // rule, the last drop-in removes the templates.
                 let users = other_instances(&r.dir, name)?;

@@ -136,6 +136,8 @@ for i in $(seq "$runs"); do
     residue=$((residue + 1))
     echo "run $i ($what, killed: $((status == 137))): residue (< before, > after):" >&2
     diff <(echo "$before") <(echo "$after") | head -20 >&2 || true
+    # What the host record still holds, if it is what stayed.
+    cat "$root/var/lib/sandbox/host.json" >&2 2>/dev/null || true
     before=$after
   fi
 done
