@@ -416,9 +416,12 @@ pub fn outside(path: &Path, why: &str) -> Error {
     )
 }
 
-fn read(path: &Path) -> Result<Option<State>> {
-    // A regular file of bounded size only, opened without following a
-    // link or waiting on a FIFO.
+/// The bytes of a record of ours (`what`: "state record", "host record"):
+/// a regular file of bounded size only, opened without following a link
+/// or waiting on a FIFO. None when it is missing, or empty (only a power
+/// cut right after the record was first made leaves it so: nothing was
+/// recorded yet).
+pub(crate) fn read_record_bytes(path: &Path, what: &str) -> Result<Option<Vec<u8>>> {
     let bytes = match crate::sys::bounded::read_regular(path, MAX_RECORD_BYTES) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -435,18 +438,20 @@ fn read(path: &Path) -> Result<Option<State>> {
         }
         Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
             return Err(Error::host(
-                format!("state record {}", path.display()),
+                format!("{what} {}", path.display()),
                 "permission denied: it belongs to root",
                 "run it with sudo",
             ))
         }
         Err(e) => return Err(Error::io("read", path, e)),
     };
-    // Only a power cut right after the record was first made leaves it
-    // empty (no save writes empty JSON): nothing was recorded yet.
-    if bytes.is_empty() {
+    Ok((!bytes.is_empty()).then_some(bytes))
+}
+
+fn read(path: &Path) -> Result<Option<State>> {
+    let Some(bytes) = read_record_bytes(path, "state record")? else {
         return Ok(None);
-    }
+    };
     let state: State = serde_json::from_slice(&bytes).map_err(|e| Error::State {
         path: path.into(),
         cause: format!("unreadable: {e}"),

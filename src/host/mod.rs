@@ -326,21 +326,9 @@ impl Host {
 }
 
 fn read(path: &std::path::Path) -> Result<Option<Record>> {
-    let bytes = match crate::sys::bounded::read_regular(path, crate::state::MAX_RECORD_BYTES) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
-            return Err(Error::host(
-                format!("host record {}", path.display()),
-                "permission denied: it belongs to root",
-                "run it with sudo",
-            ))
-        }
-        Err(e) => return Err(Error::io("read", path, e)),
-    };
-    if bytes.is_empty() {
+    let Some(bytes) = crate::state::read_record_bytes(path, "host record")? else {
         return Ok(None);
-    }
+    };
     let record: Record = serde_json::from_slice(&bytes).map_err(|e| Error::State {
         path: path.into(),
         cause: format!("unreadable: {e}"),

@@ -166,9 +166,9 @@ pub fn run(
 mod tests {
     use super::*;
 
-    #[test]
-    fn the_transient_unit_carries_the_agent_hardening_from_the_same_data() {
-        let l = super::super::launch::Launch {
+    /// A job's launch as the tests use it: `true`, no limits, no environment.
+    fn launch() -> super::super::launch::Launch {
+        super::super::launch::Launch {
             uid: 2_000_000_007,
             netns: "/run/netns/j10".into(),
             resolv_conf: "/etc/netns/j10/resolv.conf".into(),
@@ -176,9 +176,19 @@ mod tests {
             home: "/var/lib/sandbox/j1/home".into(),
             program: "/bin/true".into(),
             argv: vec!["true".into()],
+            env: vec![],
+            tasks_max: None,
+            memory_max: None,
+        }
+    }
+
+    #[test]
+    fn the_transient_unit_carries_the_agent_hardening_from_the_same_data() {
+        let l = super::super::launch::Launch {
             env: vec![("PATH".into(), "/usr/bin:/bin".into())],
             tasks_max: Some(64),
             memory_max: Some(1 << 30),
+            ..launch()
         };
         let props = properties(&Unit {
             name: "j1".into(),
@@ -222,18 +232,7 @@ mod tests {
     /// agent's (at most 1.1) in `systemd-analyze security`.
     #[test]
     fn job_unit_exposure_is_at_most_1_1() {
-        let l = super::super::launch::Launch {
-            uid: 2_000_000_007,
-            netns: "/run/netns/j10".into(),
-            resolv_conf: "/etc/netns/j10/resolv.conf".into(),
-            nsswitch_conf: "/etc/netns/j10/nsswitch.conf".into(),
-            home: "/var/lib/sandbox/j1/home".into(),
-            program: "/bin/true".into(),
-            argv: vec!["true".into()],
-            env: vec![],
-            tasks_max: None,
-            memory_max: None,
-        };
+        let l = launch();
         let text = unit_file(&Unit {
             name: "j1".into(),
             launch: &l,
