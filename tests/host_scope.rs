@@ -226,7 +226,8 @@ fn a_fixed_subnet_another_sandbox_holds_is_refused_and_nothing_changes() {
 /// Turn what this version wrote into what the previous one did: no host
 /// record; each sandbox's own record carries the host values it found
 /// (the first-made the host's own, the later ones "1"), the namespace
-/// directory's changes and /etc/netns in the first-made's records.
+/// directory's changes, /etc/netns and /var/lib/private in the
+/// first-made's records.
 fn downgrade(host: &FakeHost, first: &str, later: &str) {
     let rec = host_record(host).expect("host record");
     let res = &rec["resources"];
@@ -249,6 +250,14 @@ fn downgrade(host: &FakeHost, first: &str, later: &str) {
                 "netns" if is_first => {
                     data["dir_changes"] = res["netns-dir"]["original"]["dir_changes"].clone();
                     data["created_dirs"] = res["netns-dir"]["original"]["created_dirs"].clone();
+                }
+                "sidecar" if is_first => {
+                    let mut dirs = res["var-lib-private"]["original"]
+                        .as_array()
+                        .cloned()
+                        .unwrap_or_default();
+                    dirs.extend(data["created_dirs"].as_array().cloned().unwrap_or_default());
+                    data["created_dirs"] = Value::from(dirs);
                 }
                 "dns" if is_first => {
                     let mut dirs = res["etc-netns"]["original"].as_array().cloned().unwrap_or_default();

@@ -72,6 +72,26 @@ fn adopt(host: &mut Host, name: &str, state: &crate::state::State) {
             .unwrap_or_default();
         take(host, Resource::EtcNetns, name, Value::from(shared), merge_dirs);
     }
+    if let Some(r) = state.get("sidecar") {
+        // `/var/lib/private` and its parents, where this sandbox made them
+        // for its sidecar's state directory (which stays its own).
+        let base = host.root.path("/var/lib/private");
+        let shared: Vec<Value> = r
+            .data
+            .get("created_dirs")
+            .and_then(Value::as_array)
+            .map(|dirs| {
+                dirs.iter()
+                    .filter(|d| d.as_str().is_some_and(|d| base.starts_with(d)))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        let state_dir = r.data.get("dir").and_then(|d| d.get("State")).is_some();
+        if state_dir {
+            take(host, Resource::PrivateStateDir, name, Value::from(shared), merge_dirs);
+        }
+    }
     if let Some(r) = state.get("units") {
         let shared: Vec<Value> = r
             .data

@@ -2,8 +2,8 @@
 //!
 //! Some of what a sandbox needs is the host's, not the sandbox's: the
 //! forwarding sysctls, `nf_log_all_netns`, the `/run/netns` mount, the
-//! `/etc/netns` directory, the shared unit templates, the shared nft table,
-//! and the addresses handed out to sandboxes. One record,
+//! `/etc/netns` directory, `/var/lib/private`, the shared unit templates,
+//! the shared nft table, and the addresses handed out to sandboxes. One record,
 //! `<root>/var/lib/sandbox/host.json`, holds each such resource with the
 //! names of the sandboxes that hold it and what the host had before the
 //! first of them. The first holder applies a resource; the last one
@@ -49,6 +49,9 @@ pub enum Resource {
     UnitTemplates,
     /// The one nft table on the host all sandboxes' chains live in.
     HostTable,
+    /// `/var/lib/private` (and its parents), where the sidecars' dynamic
+    /// users get their state directories.
+    PrivateStateDir,
 }
 
 impl Resource {
@@ -60,6 +63,7 @@ impl Resource {
             Resource::EtcNetns => "etc-netns",
             Resource::UnitTemplates => "unit-templates",
             Resource::HostTable => "host-table",
+            Resource::PrivateStateDir => "var-lib-private",
         }
     }
 }

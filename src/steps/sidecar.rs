@@ -22,6 +22,7 @@ use super::openclaw;
 use super::sidecar_data::{DataDir, Opened};
 use crate::engine::{data, Recorder, Step, Undo};
 use crate::error::{Error, Result};
+use crate::host::{self, to_value, Resource};
 use crate::inventory::Inventory;
 use crate::originals;
 use crate::spec::Spec;
@@ -50,12 +51,24 @@ struct Record {
     env: Option<Wrote>,
 }
 
-/// Whether `dir` holds nothing but sidecar directories of sandboxes.
-fn only_sidecar_dirs(dir: &std::path::Path) -> bool {
-    std::fs::read_dir(dir).is_ok_and(|entries| {
-        entries
-            .flatten()
-            .all(|e| e.file_name().to_string_lossy().starts_with("defenseclaw-"))
+/// `/var/lib/private` under `root`: shared by every sandbox's sidecar
+/// (and by other services' dynamic users), so it belongs to the host scope.
+fn private_base(root: &crate::spec::Root) -> PathBuf {
+    root.path("/var/lib/private")
+}
+
+/// Let go of `/var/lib/private`: the last sandbox holding it removes what
+/// the first one made, if empty.
+fn release_private(undo: &Undo) -> Result<Vec<String>> {
+    let base = private_base(&undo.root);
+    host::with(&undo.root, |h| {
+        h.release(Resource::PrivateStateDir, &undo.name, |v| {
+            let dirs: Vec<PathBuf> =
+                serde_json::from_value(v.clone()).map_err(|e| host::bad_original("var-lib-private", e))?;
+            crate::state::confine_dirs(&dirs, &undo.root, &base)?;
+            files::remove_dirs(&dirs)?;
+            Ok(Vec::new())
+        })
     })
 }
 
@@ -125,14 +138,17 @@ pub fn merged_env(existing: Option<&[u8]>, token: &str) -> String {
     out
 }
 
-fn seed(
+/// What writing `body` as `name` means: the record entry (the hash we are
+/// about to write and the kept original), and whether a write is needed.
+/// The caller saves the entry before it writes, so a run killed between
+/// the two leaves a record that undo can act on.
+fn intent(
     side: &Opened,
     name: &str,
     body: &str,
-    mode: u32,
     prior: Option<Wrote>,
     state_dir: &std::path::Path,
-) -> Result<(Wrote, Option<String>)> {
+) -> Result<(Wrote, bool)> {
     let current = side.read(name)?;
     let sha = files::sha256_hex(body.as_bytes());
     if current.as_deref().map(files::sha256_hex).as_deref() == Some(sha.as_str()) {
@@ -140,20 +156,19 @@ fn seed(
             written_sha256: sha,
             original: None,
         });
-        return Ok((w, None));
+        return Ok((w, false));
     }
     let original = match (&prior, &current) {
         (Some(p), _) => p.original.clone(),
         (None, Some(b)) => Some(originals::keep(state_dir, b)?),
         (None, None) => None,
     };
-    side.write(name, body.as_bytes(), mode)?;
     Ok((
         Wrote {
             written_sha256: sha,
             original,
         },
-        Some(format!("wrote {}", side.show(name))),
+        true,
     ))
 }
 
@@ -169,6 +184,8 @@ fn unseed(side: &Opened, name: &str, w: &Wrote, state_dir: &std::path::Path) -> 
             Some(format!("removed {}", side.show(name)))
         }
         (None, _) => None,
+        // Killed before the write: the original is still there.
+        (Some(h), Some(orig)) if h == *orig => None,
         (Some(_), _) => Some(format!("kept {}: edited since setup wrote it", side.show(name))),
     };
     if let Some(orig) = &w.original {
@@ -231,40 +248,41 @@ impl Step for Sidecar {
         r.state_dir = rec.state_dir();
         let token = openclaw::gateway_token(spec)?;
         let mut out = Vec::new();
+        if let Opened::State(_) = &side {
+            // `/var/lib/private` is the host's: whoever comes first records
+            // what it made on the way there, the last one out removes it.
+            let base = private_base(&spec.root);
+            host::with(&spec.root, |h| {
+                h.hold(Resource::PrivateStateDir, &spec.name, || {
+                    to_value(files::missing_dirs(&base))
+                })
+            })?;
+        }
         if !d.path().is_dir() {
             // Write-ahead: the directory is recorded before it exists.
             r.created_dirs = match &side {
                 Opened::User(_) => vec![PathBuf::from(".defenseclaw")],
-                Opened::State(p) => {
-                    let mut made = files::missing_dirs(p);
-                    // `/var/lib/private` holding only other sandboxes'
-                    // sidecar directories was made by one of us, whichever
-                    // got there first: whoever leaves it empty removes it.
-                    if let Some(parent) = p.parent().filter(|d| !made.iter().any(|m| m == d)) {
-                        if only_sidecar_dirs(parent) {
-                            made.insert(0, parent.to_path_buf());
-                        }
-                    }
-                    made
-                }
+                Opened::State(p) => vec![p.clone()],
             };
             rec.put(&r)?;
             side.make()?;
         }
         let cfg = merged_config(side.read(CONFIG)?.as_deref(), spec, &side.show(CONFIG))?;
         let env = merged_env(side.read(ENV)?.as_deref(), &token);
-        // Recorded before each write: a crash leaves what undo needs.
-        r.config = r.config.or(Some(Wrote::default()));
-        r.env = r.env.or(Some(Wrote::default()));
+        // Both files are recorded (the hash about to be written, the kept
+        // original) before either is written: a crash leaves what undo needs.
         let prior = |w: &Option<Wrote>| w.clone().filter(|w| !w.written_sha256.is_empty());
-        let (cw, c_line) = seed(&side, CONFIG, &cfg, 0o600, prior(&r.config), &r.state_dir)?;
+        let (cw, write_config) = intent(&side, CONFIG, &cfg, prior(&r.config), &r.state_dir)?;
+        let (ew, write_env) = intent(&side, ENV, &env, prior(&r.env), &r.state_dir)?;
         r.config = Some(cw);
-        rec.put(&r)?;
-        let (ew, e_line) = seed(&side, ENV, &env, 0o600, prior(&r.env), &r.state_dir)?;
         r.env = Some(ew);
         rec.put(&r)?;
-        out.extend(c_line);
-        out.extend(e_line);
+        for (name, body, write) in [(CONFIG, &cfg, write_config), (ENV, &env, write_env)] {
+            if write {
+                side.write(name, body.as_bytes(), 0o600)?;
+                out.push(format!("wrote {}", side.show(name)));
+            }
+        }
         Ok(out)
     }
 
@@ -273,20 +291,21 @@ impl Step for Sidecar {
     /// admin's `~/.defenseclaw` cannot be told from their own: kept.
     fn sweep(&self, undo: &Undo, name: &str) -> Result<Vec<String>> {
         let dir = super::sidecar_data::state_dir(&undo.root, name);
-        if !dir.is_dir() {
-            return Ok(vec![]);
+        let mut out = Vec::new();
+        if dir.is_dir() {
+            let side = DataDir::State { dir: dir.clone() }.open(&undo.root)?;
+            for f in [CONFIG, ENV, "device.key"] {
+                side.remove(f)?;
+                files::remove_temp(&dir.join(f))?;
+            }
+            files::remove_dirs(std::slice::from_ref(&dir))?;
+            out.push(format!(
+                "removed {} (the sidecar's state for this sandbox)",
+                dir.display()
+            ));
         }
-        let side = DataDir::State { dir: dir.clone() }.open(&undo.root)?;
-        for f in [CONFIG, ENV, "device.key"] {
-            side.remove(f)?;
-            files::remove_temp(&dir.join(f))?;
-        }
-        let parent = dir.parent().map(PathBuf::from);
-        files::remove_dirs(&[parent.unwrap_or_default(), dir.clone()])?;
-        Ok(vec![format!(
-            "removed {} (the sidecar's state for this sandbox)",
-            dir.display()
-        )])
+        out.extend(release_private(undo)?);
+        Ok(out)
     }
 
     fn revert(&self, undo: &Undo, v: &Value) -> Result<Vec<String>> {
@@ -300,7 +319,17 @@ impl Step for Sidecar {
                 out.extend(unseed(&side, name, w, &state_dir)?);
             }
         }
-        side.remove_dirs(&r.created_dirs)?;
+        match &side {
+            Opened::User(_) => side.remove_dirs(&r.created_dirs)?,
+            Opened::State(p) => {
+                // Only our own directory: a record from before the host
+                // scope may also name `/var/lib/private`, which migration
+                // entered in the host record.
+                let own: Vec<PathBuf> = r.created_dirs.iter().filter(|c| *c == p).cloned().collect();
+                side.remove_dirs(&own)?;
+                out.extend(release_private(undo)?);
+            }
+        }
         Ok(out)
     }
 }
