@@ -414,3 +414,56 @@ fn a_job_in_audit_mode_gets_its_policy_suggested() {
     let gone = host.sandbox(&["job", "destroy", "--root", &root, "--no-systemd", "aud1"]);
     assert_eq!(gone.code, 0, "{gone}");
 }
+
+/// The resolver a job starts takes SIGTERM: `sandbox job` blocks the
+/// signals it forwards, and a blocked mask is inherited across exec, so
+/// a resolver that kept it would hold the job's namespace until SIGKILL.
+#[test]
+fn the_resolver_of_a_job_does_not_inherit_its_blocked_signals() {
+    let Some(host) = FakeHost::new() else { return };
+    let _dns = upstream(&host);
+    let root = host.root_str().to_string();
+    let policy = write_policy(&host, POLICY);
+    // The resolver of this root, found by its command line.
+    let resolver = || -> Option<u32> {
+        std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            let args: Vec<&[u8]> = cmd.split(|b| *b == 0).collect();
+            let ours = args.get(1) == Some(&&b"resolver"[..]) && args.contains(&root.as_bytes());
+            ours.then_some(pid)
+        })
+    };
+    std::thread::scope(|s| {
+        let job = s.spawn(|| {
+            host.sandbox(&[
+                "job",
+                "run",
+                "--root",
+                &root,
+                "--no-systemd",
+                "--policy",
+                &policy,
+                "--dns",
+                UPSTREAM_FLAG,
+                "--",
+                "sleep",
+                "3",
+            ])
+        });
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let pid = loop {
+            if let Some(p) = resolver() {
+                break p;
+            }
+            assert!(Instant::now() < deadline, "the job's resolver never started");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("resolver status");
+        let blocked = status.lines().find(|l| l.starts_with("SigBlk:")).expect("SigBlk line");
+        assert_eq!(blocked.split_whitespace().nth(1), Some("0000000000000000"), "{status}");
+        let ran = job.join().expect("job thread");
+        assert_eq!(ran.code, 0, "{ran}");
+    });
+    assert_eq!(resolver(), None, "the resolver went with the job");
+}

@@ -151,6 +151,13 @@ pub fn not_public() -> Vec<Ipv4Net> {
 
 /// `sandbox resolver`: serve until killed.
 pub fn run(name: &str, root: &Path) -> Result<()> {
+    // A signal mask is inherited across exec: `sandbox job` blocks SIGTERM
+    // (to forward it to the job), and a resolver it starts would otherwise
+    // ignore the SIGTERM that stops it and hold the namespace for the 2 s
+    // until SIGKILL.
+    nix::sys::signal::SigSet::all()
+        .thread_unblock()
+        .map_err(|e| Error::io("unblock signals", "sandbox resolver", e.into()))?;
     let root = Root(root.to_path_buf());
     let cfg = Config::load(&root, name)?;
     serve::serve(cfg, file(&root, name, STATS))
