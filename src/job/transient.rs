@@ -1,6 +1,7 @@
 //! A job's command as a transient systemd service (StartTransientUnit
 //! over D-Bus), carrying the agent unit's hardening from
-//! `crate::hardening::AGENT` plus the job's own settings: its uid, its
+//! `crate::hardening::AGENT` plus the job's own settings: its uid (as a
+//! dynamic user of that number: it has no passwd entry), its
 //! namespace, its DNS files, its home, its limits, and the caller's
 //! standard input, output and error.
 //!
@@ -31,6 +32,11 @@ pub fn properties(u: &Unit<'_>) -> Result<Vec<(String, Prop)>> {
     let s = |v: &str| Prop::Str(v.to_string());
     out.push(("Type".into(), s("exec")));
     out.push(("RemainAfterExit".into(), Prop::Bool(true)));
+    // The leased uid has no passwd entry, and systemd refuses a plain
+    // `User=` it cannot look up (217/USER). As a dynamic user a numeric
+    // name is taken as the uid itself: systemd locks it for the unit's
+    // life (no two live units share it) and needs no user database.
+    out.push(("DynamicUser".into(), Prop::Bool(true)));
     out.push(("User".into(), s(&l.uid.to_string())));
     out.push(("Group".into(), s(&l.uid.to_string())));
     out.push(("WorkingDirectory".into(), s(HOME_IN_JOB)));
@@ -55,7 +61,7 @@ pub fn unit_file(u: &Unit<'_>) -> String {
     let mut out = format!(
         "# The transient unit `sandbox job` starts for job {name} (as properties over D-Bus).\n\
          [Unit]\nDescription=CI job {name}\n\n[Service]\nType=exec\nRemainAfterExit=yes\n\
-         User={uid}\nGroup={uid}\nWorkingDirectory={home}\nNetworkNamespacePath={netns}\n\
+         DynamicUser=yes\nUser={uid}\nGroup={uid}\nWorkingDirectory={home}\nNetworkNamespacePath={netns}\n\
          BindReadOnlyPaths={resolv}:/etc/resolv.conf {nss}:/etc/nsswitch.conf\nBindPaths={state_home}:{home}\n\
          ExecStart={program}\n",
         name = u.name,
@@ -69,6 +75,13 @@ pub fn unit_file(u: &Unit<'_>) -> String {
     );
     out.push_str(&hardening::unit_lines(hardening::AGENT));
     out
+}
+
+/// The command's arguments as systemd must get them: it expands `$VAR`
+/// and `${VAR}` in ExecStart's arguments (transient units too), so a `$`
+/// the caller wrote (`sh -c 'kill $$'`) goes as `$$`, systemd's literal `$`.
+fn exec_argv(argv: &[String]) -> Vec<String> {
+    argv.iter().map(|a| a.replace('$', "$$")).collect()
 }
 
 fn value(p: Prop) -> Value<'static> {
@@ -104,7 +117,11 @@ pub fn run(
     props.push(("BindPaths".into(), bind(&l.home, HOME_IN_JOB)));
     props.push((
         "ExecStart".into(),
-        Value::from(vec![(l.program.to_string_lossy().into_owned(), l.argv.clone(), false)]),
+        Value::from(vec![(
+            l.program.to_string_lossy().into_owned(),
+            exec_argv(&l.argv),
+            false,
+        )]),
     ));
     // SAFETY (of the borrow, no unsafe code): 0, 1 and 2 stay open for the
     // life of this process; D-Bus passes duplicates to systemd.
@@ -213,6 +230,9 @@ mod tests {
         }
         let get = |k: &str| props.iter().find(|(key, _)| key == k).map(|(_, p)| p.clone());
         assert_eq!(get("User"), Some(Prop::Str("2000000007".into())));
+        // A plain User= of a uid without a passwd entry does not start
+        // (217/USER): the uid goes in as a dynamic user's.
+        assert_eq!(get("DynamicUser"), Some(Prop::Bool(true)));
         assert_eq!(get("NetworkNamespacePath"), Some(Prop::Str("/run/netns/j10".into())));
         assert_eq!(get("TasksMax"), Some(Prop::U64(64)));
         assert_eq!(get("MemoryMax"), Some(Prop::U64(1 << 30)));
@@ -226,6 +246,15 @@ mod tests {
         assert_eq!(sig("TemporaryFileSystem"), "a(ss)");
         assert_eq!(sig("SystemCallArchitectures"), "as");
         assert_eq!(sig("SystemCallErrorNumber"), "i");
+    }
+
+    #[test]
+    fn dollars_reach_the_command_as_written() {
+        let argv = ["sh", "-c", "kill -TERM $$; echo ${HOME} $1"].map(String::from);
+        assert_eq!(
+            exec_argv(&argv),
+            ["sh", "-c", "kill -TERM $$$$; echo $${HOME} $$1"].map(String::from)
+        );
     }
 
     /// The job's unit, as a file of the same settings, scores as the
