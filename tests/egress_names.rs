@@ -467,3 +467,27 @@ fn the_resolver_of_a_job_does_not_inherit_its_blocked_signals() {
     });
     assert_eq!(resolver(), None, "the resolver went with the job");
 }
+
+/// A DNS server of the host's on every address (dnsmasq's default) would
+/// make the resolver fail at start, after other steps changed the host:
+/// setup refuses before it changes anything, naming the port and who
+/// holds it (here: this test process).
+#[test]
+fn a_dns_server_on_every_address_is_refused_before_anything_changes() {
+    let Some(host) = FakeHost::new() else { return };
+    let policy = write_policy(&host, POLICY);
+    host.listen_tcp(Ns::Host, (Ipv4Addr::UNSPECIFIED, 53).into());
+    let before = host.snapshot();
+    let run = host.setup(&["--policy", &policy, "--dns", UPSTREAM_FLAG]);
+    assert_eq!(run.code, 3, "the host is not fit: {run}");
+    assert!(run.stderr.contains("TCP port 53 on 0.0.0.0"), "{run}");
+    assert!(run.stderr.contains(&format!("(pid {})", std::process::id())), "{run}");
+    assert!(
+        run.stderr.contains("bind that DNS server to its own addresses only"),
+        "{run}"
+    );
+    before.assert_same(&host.snapshot(), "a refused setup");
+    // A policy that lists resolvers needs no port of the host: it goes ahead.
+    host.setup_ok(&["--policy", "strict"]);
+    host.disable_ok();
+}

@@ -97,6 +97,41 @@ impl Step for Resolver {
         true
     }
 
+    /// Port 53 on the host IP must be free for the resolver: a DNS server
+    /// of the host's bound to every address (dnsmasq's default) or to the
+    /// host IP would make it fail at start, after other steps changed the
+    /// host. Our own resolver of this sandbox (a re-run) is no conflict.
+    fn preflight(&self, spec: &Spec) -> Vec<Error> {
+        let port = crate::firewall::generate::RESOLVER_PORT;
+        let host_ip = spec.net.host_ip;
+        crate::sys::ports::bound_v4(port)
+            .into_iter()
+            .filter(|b| b.addr.is_unspecified() || b.addr == host_ip)
+            .filter_map(|b| {
+                let owner = crate::sys::ports::owner(b.inode);
+                let ours = owner.as_ref().is_some_and(|(_, args)| {
+                    args.len() >= 4 && args[0].ends_with("sandbox") && args[1..4] == ["resolver", "--name", &spec.name]
+                });
+                if ours {
+                    return None;
+                }
+                let who = match &owner {
+                    Some((pid, args)) => format!("{} (pid {pid})", args.join(" ")),
+                    None => format!("a process this run cannot see (socket inode {})", b.inode),
+                };
+                Some(Error::host(
+                    format!("{} port {port} on {}", b.proto, b.addr),
+                    format!(
+                        "is taken by {who}: the policy names hosts, so the sandbox's resolver must listen on {host_ip}:{port}"
+                    ),
+                    "bind that DNS server to its own addresses only (dnsmasq: bind-interfaces with \
+                     listen-address; unbound: interface:), or give this sandbox a policy that lists \
+                     resolvers instead of names; then re-run",
+                ))
+            })
+            .collect()
+    }
+
     fn inventory(&self, spec: &Spec, inv: &mut Inventory) {
         let body = Config::of(spec).to_json();
         inv.file(

@@ -9,6 +9,7 @@ pub mod netns;
 pub mod nft;
 pub mod nft_set;
 pub mod owner;
+pub mod ports;
 pub mod sysctl;
 pub mod systemd;
 pub mod users;
