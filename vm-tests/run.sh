@@ -38,6 +38,7 @@
 # VM_AGENT=real, for the whole VM run).
 # Environment: VM_AGENT, VM_TIMEOUT, VM_GATEWAY_WAIT, VM_PROFILE (release|dev),
 # VM_KEEP=1 (keep the work dir), VM_CACHE (default vm-tests/cache),
+# VM_INSIDE (a guest script to run instead of guest/inside.sh),
 # DEBIAN_MIRROR, SANDBOX_OPENCLAW_DIR (default: tests/openclaw/install.sh's).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -170,11 +171,9 @@ put 0755 "$(dirname "$BIN")/sandbox-probe" /usr/local/bin/sandbox-probe
 put 0755 "$HERE/guest/openclaw-wrapper" /usr/local/bin/openclaw
 put 0755 "$HERE/guest/defenseclaw-gateway" /usr/local/bin/defenseclaw-gateway
 put 0755 "$HERE/guest/agent-view" /usr/local/lib/vmtest/agent-view
-put 0755 "$HERE/guest/inside.sh" /usr/local/lib/vmtest/inside.sh
-# Direct DNS to listed resolvers: the policy phase 2 switches to. The
-# presets now name hosts through our resolver, whose unit does not yet run
-# under this systemd (README, "Egress by host name": known defect).
-put 0644 "$HERE/../policies/examples/dns-only.toml" /usr/local/lib/vmtest/dns-only.toml
+# VM_INSIDE: another guest script in its place (a developer's probe; the
+# checks and verdict are then whatever that script writes).
+put 0755 "${VM_INSIDE:-$HERE/guest/inside.sh}" /usr/local/lib/vmtest/inside.sh
 put 0644 "$HERE/guest/vmtest.service" /etc/systemd/system/vmtest.service
 mkdir -p "$STAGE/etc/systemd/system/multi-user.target.wants" "$STAGE/opt/openclaw"
 ln -sf /etc/systemd/system/vmtest.service "$STAGE/etc/systemd/system/multi-user.target.wants/vmtest.service"

@@ -34,8 +34,21 @@ VM_GATEWAY_WAIT=900
 . /etc/vmtest.conf
 mkdir -p "$STATE"
 phase=$(cat "$STATE/phase" 2>/dev/null || echo 1)
-# Direct DNS to the listed resolvers (run.sh puts it there).
-DNS_ONLY=/usr/local/lib/vmtest/dns-only.toml
+# A DNS question for a name no policy lists, to the first nameserver of
+# /etc/resolv.conf: exits 0 when the answer is NXDOMAIN (our resolver's
+# answer to an unlisted name; nothing here reaches a real upstream).
+DNS_NXDOMAIN_PY='
+import socket, struct, sys
+ns = [l.split()[1] for l in open("/etc/resolv.conf") if l.startswith("nameserver")][0]
+name = b"".join(bytes([len(p)]) + p for p in b"unlisted.invalid".split(b".")) + b"\0"
+q = struct.pack(">HHHHHH", 0x5a5a, 0x0100, 1, 0, 0, 0) + name + struct.pack(">HH", 1, 1)
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(5)
+s.sendto(q, (ns, 53))
+rcode = s.recv(512)[3] & 15
+print(ns, "rcode", rcode)
+sys.exit(0 if rcode == 3 else 1)
+'
 T0=$(date +%s)
 
 say() { echo "VMTEST $*" | tee -a "$RESULT"; }
@@ -91,12 +104,16 @@ start_decoys() {
   ip link set decoy0 up
   python3 - <<'EOF' &
 import socket, threading
-def serve(port):
+def serve(addr, port):
     s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind(("0.0.0.0", port)); s.listen(8)
+    s.bind((addr, port)); s.listen(8)
     while True:
         c, _ = s.accept(); c.sendall(b"decoy %d\n" % port); c.close()
-ts = [threading.Thread(target=serve, args=(p,), daemon=True) for p in (80, 53, 8080)]
+# Port 53 only on the outside address: a policy that names hosts runs the
+# sandbox's resolver on the host IP, port 53 (a wildcard listener there
+# would take it, as any host DNS server bound to 0.0.0.0:53 would).
+ts = [threading.Thread(target=serve, args=a, daemon=True)
+      for a in (("0.0.0.0", 80), ("198.51.100.1", 53), ("0.0.0.0", 8080))]
 [t.start() for t in ts]; [t.join() for t in ts]
 EOF
   sleep 1
@@ -361,10 +378,10 @@ if [[ $phase == 2 ]]; then
 
   # What the agent took in at its start changes under it: setup restarts it,
   # and `sandbox status` checks what it holds (issue 12).
-  timeout 300 sandbox setup --policy "$DNS_ONLY" --non-interactive >"$STATE/switch.log" 2>&1
+  timeout 300 sandbox setup --policy default --non-interactive >"$STATE/switch.log" 2>&1
   rc=$?
   sed 's/^/  switch> /' "$STATE/switch.log"
-  expect "setup switching strict -> DNS-only exits 0" 0 "$rc"
+  expect "setup switching strict -> default exits 0" 0 "$rc"
   check "the agent was restarted: its DNS files changed" grep -q "restarted openshell-$NAME.service (its namespace or DNS files changed" "$STATE/switch.log"
   wait_for 30 agent_resolv_current || true
   check "the restarted agent sees the new resolv.conf" agent_resolv_current
@@ -372,14 +389,23 @@ if [[ $phase == 2 ]]; then
   # checks what it holds now.
   sandbox status >"$STATE/status-switch.log" 2>&1
   check "status: the restarted agent holds the DNS files of now" grep -q "ok    agent view .*with its DNS files of now" "$STATE/status-switch.log"
+  # The default policy names hosts: its resolver runs as a unit and answers
+  # in the sandbox's namespace, and stays up.
+  wait_for 30 ip netns exec $NETNS python3 -c "$DNS_NXDOMAIN_PY" || true
+  check "the resolver unit answers in the sandbox (NXDOMAIN for an unlisted name)" ip netns exec $NETNS python3 -c "$DNS_NXDOMAIN_PY"
+  sleep 3
+  expect "the resolver unit stays up" "active 0" \
+    "$(systemctl is-active "sandbox-resolver@$NAME.service") $(systemctl show -P NRestarts "sandbox-resolver@$NAME.service")"
   ip netns del $NETNS
-  timeout 300 sandbox setup --policy "$DNS_ONLY" --non-interactive >"$STATE/renetns.log" 2>&1
+  timeout 300 sandbox setup --policy default --non-interactive >"$STATE/renetns.log" 2>&1
   rc=$?
   sed 's/^/  renetns> /' "$STATE/renetns.log"
   expect "setup after ip netns del exits 0" 0 "$rc"
   check "the agent was restarted into the new namespace" grep -q "restarted openshell-$NAME.service (its namespace or DNS files changed" "$STATE/renetns.log"
   wait_for 30 agent_in_current_netns || true
   check "the agent runs in the namespace at /run/netns/$NETNS" agent_in_current_netns
+  wait_for 30 ip netns exec $NETNS python3 -c "$DNS_NXDOMAIN_PY" || true
+  check "the resolver answers in the namespace made anew" ip netns exec $NETNS python3 -c "$DNS_NXDOMAIN_PY"
   # Its /health was proven after setup and after the reboot; waiting for
   # it again would cost minutes of TCG for nothing new.
   sandbox status >"$STATE/status-renetns.log" 2>&1
@@ -415,6 +441,29 @@ if [[ $phase == 2 ]]; then
   for u in "${UNITS[@]}"; do
     expect "$u is gone" inactive "$(systemctl is-active "$u")"
   done
+
+  # CI jobs under a real systemd: the command runs as a transient unit
+  # with the agent's hardening, as a dynamic user of its leased uid (no
+  # passwd entry); its status comes back exactly, and nothing is left (the
+  # comparison after the failed setup below covers it too).
+  timeout 120 sandbox job run --policy strict -- sh -c 'exit 7' >"$STATE/job.log" 2>&1
+  expect "job run passes the command's exit code" 7 "$?"
+  timeout 120 sandbox job run --policy strict -- sh -c 'kill -TERM $$' >>"$STATE/job.log" 2>&1
+  expect "job run: a command killed by SIGTERM exits 128+15" 143 "$?"
+  timeout 120 sandbox job run --policy strict --timeout 3s -- sleep 60 >>"$STATE/job.log" 2>&1
+  expect "job run: the timeout exits 124" 124 "$?"
+  job_uid=$(timeout 120 sandbox job run --policy strict -- id -u 2>>"$STATE/job.log")
+  check "job run: the command runs as a leased job uid ($job_uid)" test "${job_uid:-0}" -ge 2000000000
+  check "job run: no capabilities, no new privileges in the transient unit" timeout 120 sandbox job run --policy strict -- \
+    sh -c 'grep -q "^NoNewPrivs:[[:space:]]*1" /proc/self/status && grep -q "^CapEff:[[:space:]]*0000000000000000" /proc/self/status && grep -q "^CapBnd:[[:space:]]*0000000000000000" /proc/self/status'
+  # shellcheck disable=SC2016 # expanded in the job
+  job_home=$(timeout 120 sandbox job run --policy strict -- sh -c 'touch ./made && stat -c "%u %n" "$PWD/made"' 2>>"$STATE/job.log")
+  check "job run: the cwd is the job's own home, writable by its uid ($job_home)" grep -qE '^2[0-9]{9} /home/job/made$' <<<"$job_home"
+  check "job run under a policy that names hosts: its resolver answers (NXDOMAIN for an unlisted name)" \
+    timeout 120 sandbox job run -- python3 -c "$DNS_NXDOMAIN_PY"
+  expect "job list is empty after the jobs" "" "$(sandbox job list 2>&1 | grep -v '^no jobs' || true)"
+  sed 's/^/  job> /' "$STATE/job.log"
+  journalctl -b --no-pager -o cat -u 'sandbox-job-*' 2>&1 | grep -iE 'fail|error' | sed 's/^/  job> /' | tail -n 20
 
   # A unit that cannot start: setup fails naming it, its state and the
   # fix; --disable still takes everything away.
