@@ -107,7 +107,20 @@ fn setup_wires_the_real_openclaw_to_the_sidecar_and_disable_restores_its_config(
             "cycle {cycle}: the guardrail plugin is not among the loaded plugins:\n{log}"
         );
 
-        host.disable_ok();
+        // OpenClaw imported devices/paired.json into its own pairing store
+        // at the gateway's start (and archived the file): the device is
+        // paired, so a re-run does not write it again, and --disable says
+        // it stays paired there (sandbox does not edit OpenClaw's SQLite).
+        let again = host.setup_ok(&flags);
+        assert!(
+            !again.stdout.contains("pre-paired"),
+            "cycle {cycle}: the imported pairing was written again:\n{again}"
+        );
+        let gone = host.disable_ok();
+        assert!(
+            gone.stdout.contains("kept the sidecar's device") && gone.stdout.contains("openclaw devices remove"),
+            "cycle {cycle}: --disable must say the imported pairing stays and how to remove it:\n{gone}"
+        );
         assert_eq!(
             std::fs::read(&config).expect("config"),
             baseline,

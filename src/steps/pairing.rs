@@ -30,6 +30,10 @@ use crate::sys::files;
 pub struct Pairing;
 
 const PAIRED: &str = ".openclaw/devices/paired.json";
+/// Where OpenClaw (2026.9.6 on) moves `paired.json` once its gateway has
+/// imported it into its own pairing store (`state/openclaw.sqlite`): the
+/// legacy file is its import channel, archived under this name.
+const IMPORTED: &str = ".openclaw/devices/paired.json.migrated";
 const HOST_IP: &str = ".defenseclaw/.host-ip";
 const KEY: &str = "device.key";
 const PEM_LABEL: &str = "ED25519 PRIVATE KEY";
@@ -220,6 +224,18 @@ fn read_paired(h: &AgentHome) -> Result<Option<Value>> {
     })
 }
 
+/// Whether OpenClaw imported `device_id` from a `paired.json` of ours: no
+/// `paired.json` now, and the archive it leaves holds the device.
+fn imported_by_openclaw(h: &AgentHome, device_id: &str) -> bool {
+    let pending = h.read(Path::new(PAIRED), CONFIG_CAP).ok().flatten().is_some();
+    !pending
+        && h.read(Path::new(IMPORTED), CONFIG_CAP)
+            .ok()
+            .flatten()
+            .and_then(|f| serde_json::from_slice::<Value>(&f.bytes).ok())
+            .is_some_and(|doc| doc.get(device_id).is_some())
+}
+
 impl Step for Pairing {
     fn id(&self) -> &'static str {
         "pairing"
@@ -273,8 +289,9 @@ impl Step for Pairing {
         }
         let h = home::open(spec).ok();
         let paired = h.as_ref().and_then(|h| read_paired(h).ok().flatten());
-        let registered = match (&key, &paired) {
-            (Some(k), Some(p)) => p.get(device_id(k)).is_some(),
+        let registered = match (&key, &paired, &h) {
+            (Some(k), Some(p), _) => p.get(device_id(k)).is_some(),
+            (Some(k), None, Some(h)) => imported_by_openclaw(h, &device_id(k)),
             _ => false,
         };
         if !registered {
@@ -352,7 +369,7 @@ impl Step for Pairing {
         let existing = read_paired(&h)?;
         let already = existing.as_ref().and_then(|p| p.get(&r.device_id)).is_some_and(|e| {
             e.get("publicKey").and_then(Value::as_str) == Some(b64(key.verifying_key().as_bytes(), URL, false).as_str())
-        });
+        }) || (existing.is_none() && imported_by_openclaw(&h, &r.device_id));
         if !already {
             r.paired_created |= existing.is_none();
             rec.put(&r)?;
@@ -400,6 +417,14 @@ impl Step for Pairing {
                         ));
                     }
                 }
+                Ok(None) if imported_by_openclaw(&h, &r.device_id) => out.push(format!(
+                    "kept the sidecar's device {} paired: OpenClaw imported it from {} into its own pairing \
+                     store (state/openclaw.sqlite), which sandbox does not edit; to unpair it, run `openclaw \
+                     devices remove {}` as the sandbox user while its gateway runs",
+                    &r.device_id[..12.min(r.device_id.len())],
+                    h.show(Path::new(PAIRED)),
+                    r.device_id
+                )),
                 Ok(None) => {}
                 Err(e) => out.push(format!("left {} alone: {e}", h.show(Path::new(PAIRED)))),
             }
