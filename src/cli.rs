@@ -44,6 +44,19 @@ pub enum Command {
     /// Run a sandbox's DNS resolver (started by setup: its unit, or under --no-systemd a process setup records).
     #[command(hide = true)]
     Resolver(ResolverArgs),
+    /// Take the sidecar's device out of OpenClaw's pairing store (started by setup --disable as the sandbox user).
+    #[command(hide = true)]
+    OpenclawUnpair(UnpairArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct UnpairArgs {
+    /// OpenClaw's state database.
+    #[arg(long, value_name = "PATH")]
+    pub db: PathBuf,
+    /// The device id (hex SHA-256 of its public key).
+    #[arg(long, value_name = "ID")]
+    pub device: String,
 }
 
 #[derive(Debug, Subcommand)]

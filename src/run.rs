@@ -90,6 +90,15 @@ fn dispatch(cli: &Cli) -> Result<i32> {
         Command::Log(args) => ok(log(args)),
         Command::Doctor(args) => ok(crate::doctor::run(args)),
         Command::Resolver(a) => ok(crate::resolver::run(&a.name, &a.root)),
+        Command::OpenclawUnpair(a) => {
+            let found = crate::steps::openclaw_store::unpair(&a.db, &a.device)?;
+            let said = match found {
+                crate::steps::openclaw_store::Unpaired::Removed => "removed\n",
+                crate::steps::openclaw_store::Unpaired::Absent => "absent\n",
+            };
+            crate::out::stdout_bytes(said.as_bytes());
+            Ok(EXIT_OK)
+        }
         Command::Policy(crate::cli::PolicyCommand::Suggest(a)) => {
             let text = crate::resolver::suggest::suggest_file(&crate::spec::Root(a.root.clone()), &a.name)?;
             crate::out::stdout_bytes(text.as_bytes());

@@ -109,18 +109,43 @@ fn setup_wires_the_real_openclaw_to_the_sidecar_and_disable_restores_its_config(
 
         // OpenClaw imported devices/paired.json into its own pairing store
         // at the gateway's start (and archived the file): the device is
-        // paired, so a re-run does not write it again, and --disable says
-        // it stays paired there (sandbox does not edit OpenClaw's SQLite).
+        // paired, so a re-run does not write it again, and --disable takes
+        // it out of that store (as the sandbox user).
         let again = host.setup_ok(&flags);
         assert!(
             !again.stdout.contains("pre-paired"),
             "cycle {cycle}: the imported pairing was written again:\n{again}"
         );
+        let archived: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(home.join(".openclaw/devices/paired.json.migrated")).expect("OpenClaw archived paired.json"),
+        )
+        .expect("JSON");
+        let device = archived
+            .as_object()
+            .and_then(|m| m.keys().next().cloned())
+            .expect("our device in the archive");
+        let db = home.join(".openclaw/state/openclaw.sqlite");
+        let paired = |id: &str| -> bool {
+            let c = rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+                .expect("OpenClaw's state database");
+            c.query_row(
+                "SELECT count(*) FROM device_pairing_paired WHERE device_id = ?1",
+                [id],
+                |r| r.get::<_, i64>(0),
+            )
+            .expect("query")
+                > 0
+        };
+        assert!(
+            paired(&device),
+            "cycle {cycle}: OpenClaw imported the device into its store"
+        );
         let gone = host.disable_ok();
         assert!(
-            gone.stdout.contains("kept the sidecar's device") && gone.stdout.contains("openclaw devices remove"),
-            "cycle {cycle}: --disable must say the imported pairing stays and how to remove it:\n{gone}"
+            gone.stdout.contains("removed the sidecar's device") && gone.stdout.contains("pairing store"),
+            "cycle {cycle}: --disable takes the device out of OpenClaw's store:\n{gone}"
         );
+        assert!(!paired(&device), "cycle {cycle}: the device is no longer paired");
         assert_eq!(
             std::fs::read(&config).expect("config"),
             baseline,

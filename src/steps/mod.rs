@@ -35,6 +35,7 @@ mod job_home;
 mod netns;
 mod nflog;
 mod openclaw;
+pub mod openclaw_store;
 mod pairing;
 mod policy_dir;
 mod resolver;

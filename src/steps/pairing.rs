@@ -19,6 +19,7 @@ use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 
 use super::home::{self, HomeRef};
+use super::openclaw_store::{self, Unpaired};
 use super::sidecar_data::DataDir;
 use crate::engine::{data, Recorder, Step, Undo};
 use crate::error::{Error, Result};
@@ -417,14 +418,19 @@ impl Step for Pairing {
                         ));
                     }
                 }
-                Ok(None) if imported_by_openclaw(&h, &r.device_id) => out.push(format!(
-                    "kept the sidecar's device {} paired: OpenClaw imported it from {} into its own pairing \
-                     store (state/openclaw.sqlite), which sandbox does not edit; to unpair it, run `openclaw \
-                     devices remove {}` as the sandbox user while its gateway runs",
-                    &r.device_id[..12.min(r.device_id.len())],
-                    h.show(Path::new(PAIRED)),
-                    r.device_id
-                )),
+                Ok(None) if imported_by_openclaw(&h, &r.device_id) => {
+                    // In OpenClaw's own store now: taken out there, by a
+                    // child of ours running as the sandbox user.
+                    let id12 = &r.device_id[..12.min(r.device_id.len())];
+                    match openclaw_store::unpair_as(&r.at.home, r.at.uid, r.at.gid, &r.device_id) {
+                        Ok(Unpaired::Removed) => out.push(format!(
+                            "removed the sidecar's device {id12} from OpenClaw's pairing store ({})",
+                            h.show(Path::new(openclaw_store::DB))
+                        )),
+                        Ok(Unpaired::Absent) => {}
+                        Err(e) => out.push(format!("kept the sidecar's device {id12} paired: {e}")),
+                    }
+                }
                 Ok(None) => {}
                 Err(e) => out.push(format!("left {} alone: {e}", h.show(Path::new(PAIRED)))),
             }
