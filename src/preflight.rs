@@ -271,32 +271,63 @@ fn address_clashes(spec: &Spec, state: Option<&State>) -> crate::Result<Vec<Erro
     let subnet = spec.net.subnet();
     let fix = "pick --host-ip/--sandbox-ip in a range the host does not use, e.g. 10.231.0.1 and 10.231.0.2, \
                or let sandbox choose with --subnet auto";
-    Ok(networks_in_use(spec, state)?
+    let clashes: Vec<(Ipv4Net, InUse)> = networks_in_use(spec, state)?
         .into_iter()
         .filter(|(net, _)| overlaps(net, &subnet))
-        .map(|(_, what)| Error::host(format!("subnet {subnet}"), format!("overlaps {what}"), fix))
-        .collect())
+        .collect();
+    if clashes.is_empty() {
+        return Ok(Vec::new());
+    }
+    let nl = Netlink::host()?;
+    clashes
+        .into_iter()
+        .map(|(_, used)| {
+            Ok(Error::host(
+                format!("subnet {subnet}"),
+                format!("overlaps {}", used.describe(&nl)?),
+                fix,
+            ))
+        })
+        .collect()
+}
+
+/// What uses a network: an address or a route, and on which link.
+#[derive(Debug, Clone)]
+pub struct InUse {
+    /// "address 10.0.0.5/24", "route 10.1.0.0/16 via 10.0.0.1".
+    what: String,
+    dev: Option<u32>,
+}
+
+impl InUse {
+    /// "address 10.0.0.5/24 on eth0": the link's name is looked up only
+    /// here, for what is shown (a dump of every link grows with the
+    /// number of sandboxes, and every setup would pay for it).
+    pub fn describe(&self, nl: &Netlink) -> crate::Result<String> {
+        let Some(index) = self.dev else {
+            return Ok(self.what.clone());
+        };
+        let name = nl.link_by_index(index)?.map_or_else(|| format!("#{index}"), |l| l.name);
+        Ok(if self.what.starts_with("address") {
+            format!("{} on {name}", self.what)
+        } else {
+            format!("{} dev {name}", self.what)
+        })
+    }
 }
 
 /// The IPv4 networks the host's addresses and routes use, each with what
-/// uses it ("address 10.0.0.5/24 on eth0"), but for our own veth's.
-pub fn networks_in_use(spec: &Spec, state: Option<&State>) -> crate::Result<Vec<(Ipv4Net, String)>> {
+/// uses it, but for our own veth's.
+pub fn networks_in_use(spec: &Spec, state: Option<&State>) -> crate::Result<Vec<(Ipv4Net, InUse)>> {
     let nl = Netlink::host()?;
-    let links = nl.links()?;
-    let ours = links
-        .iter()
-        .find(|l| {
-            l.name == spec.net.host_if
-                && (l.alias.as_deref() == Some(&veth_alias(&spec.name))
-                    || state.is_some_and(|s| s.get("veth").is_some()))
+    // Our own veth, by name: ours if it carries our alias, or our record
+    // says we made it.
+    let ours = nl
+        .link(&spec.net.host_if)?
+        .filter(|l| {
+            l.alias.as_deref() == Some(&veth_alias(&spec.name)) || state.is_some_and(|s| s.get("veth").is_some())
         })
         .map(|l| l.index);
-    let name_of = |index: u32| {
-        links
-            .iter()
-            .find(|l| l.index == index)
-            .map_or_else(|| format!("#{index}"), |l| l.name.clone())
-    };
     let mut out = Vec::new();
     for a in nl.addresses()? {
         let std::net::IpAddr::V4(ip) = a.addr else { continue };
@@ -304,7 +335,13 @@ pub fn networks_in_use(spec: &Spec, state: Option<&State>) -> crate::Result<Vec<
             continue;
         }
         let Ok(net) = Ipv4Net::new(ip, a.prefix) else { continue };
-        out.push((net, format!("address {ip}/{} on {}", a.prefix, name_of(a.index))));
+        out.push((
+            net,
+            InUse {
+                what: format!("address {ip}/{}", a.prefix),
+                dev: Some(a.index),
+            },
+        ));
     }
     for r in nl.routes_v4()? {
         // Local and broadcast routes mirror the addresses above.
@@ -312,8 +349,13 @@ pub fn networks_in_use(spec: &Spec, state: Option<&State>) -> crate::Result<Vec<
             continue;
         }
         let via = r.gateway.map(|g| format!(" via {g}")).unwrap_or_default();
-        let dev = r.oif.map(|i| format!(" dev {}", name_of(i))).unwrap_or_default();
-        out.push((r.dst, format!("route {}{via}{dev}", r.dst)));
+        out.push((
+            r.dst,
+            InUse {
+                what: format!("route {}{via}", r.dst),
+                dev: r.oif,
+            },
+        ));
     }
     Ok(out)
 }

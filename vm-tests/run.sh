@@ -40,7 +40,8 @@
 # (default 900) each time it waits for it. VM_RUNNER (qemu|nspawn, default
 # qemu): nspawn is how the test command runs the real gateway (natively it
 # answers /health in about 25 s).
-# Every wait is bounded (VM_TIMEOUT, default 600 s, or 2400 s with
+# Every wait is bounded (VM_TIMEOUT, default 900 s (a quiet run takes
+# about 300 s; a loaded 2-core machine twice that), or 2400 s with
 # VM_AGENT=real, for the whole VM run).
 # Environment: VM_AGENT, VM_RUNNER, VM_TIMEOUT, VM_GATEWAY_WAIT, VM_PROFILE (release|dev),
 # VM_KEEP=1 (keep the work dir), VM_CACHE (default vm-tests/cache),
@@ -63,7 +64,7 @@ case $VM_RUNNER in
     ;;
 esac
 case $VM_AGENT in
-  standin) VM_TIMEOUT=${VM_TIMEOUT:-600} ;;
+  standin) VM_TIMEOUT=${VM_TIMEOUT:-900} ;;
   real) VM_TIMEOUT=${VM_TIMEOUT:-2400} ;;
   *)
     echo "vm-tests: VM_AGENT=$VM_AGENT: use standin or real" >&2
