@@ -126,6 +126,9 @@ impl Step for DnsFiles {
             .cloned()
             .collect();
         r.created_dirs.extend(missing.iter().cloned());
+        // Our record first: a run killed once the host record names us as
+        // a holder must leave a record whose revert lets go again.
+        rec.put(&r)?;
         if let Some(parent) = dir.as_ref().and_then(|d| d.parent()) {
             host::with(&spec.root, |h| {
                 h.hold(Resource::EtcNetns, &spec.name, || to_value(files::missing_dirs(parent)))

@@ -251,6 +251,9 @@ impl Step for Sidecar {
         if let Opened::State(_) = &side {
             // `/var/lib/private` is the host's: whoever comes first records
             // what it made on the way there, the last one out removes it.
+            // Our record first, so a run killed right after the hold leaves
+            // a revert that lets go again.
+            rec.put(&r)?;
             let base = private_base(&spec.root);
             host::with(&spec.root, |h| {
                 h.hold(Resource::PrivateStateDir, &spec.name, || {
