@@ -250,16 +250,34 @@ fn stale_temps(path: &Path) -> Vec<PathBuf> {
         .filter_map(|e| {
             let name = e.file_name().to_string_lossy().into_owned();
             let pid = name.strip_prefix(&prefix)?.strip_suffix(".sandbox-tmp")?;
-            // Older versions used `.NAME.sandbox-tmp` (no pid).
-            let gone = pid.is_empty()
-                || pid.parse::<i32>().is_ok_and(|p| {
-                    p as u32 == std::process::id()
-                        || nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), None) == Err(nix::errno::Errno::ESRCH)
-                });
-            gone.then(|| e.path())
+            writer_gone(pid).then(|| e.path())
         })
         .chain(std::iter::once(dir.join(format!(".{}.sandbox-tmp", file_name(path)))))
         .collect()
+}
+
+/// Whether the run that named a temp file with `pid` is gone (or is this
+/// one): its temp file is then stale. Older versions used
+/// `.NAME.sandbox-tmp` (no pid).
+fn writer_gone(pid: &str) -> bool {
+    pid.is_empty()
+        || pid.parse::<i32>().is_ok_and(|p| {
+            p as u32 == std::process::id()
+                || nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), None) == Err(nix::errno::Errno::ESRCH)
+        })
+}
+
+/// Whether `name` is a temp file of ours whose writer is gone. A live
+/// run's is about to be renamed into place: removing it would fail that
+/// run's write (two sandboxes share `/var/lib/sandbox`, where one run's
+/// `--disable` tidies up while another writes the host record).
+fn stale_temp_name(name: &str) -> bool {
+    name.strip_prefix('.')
+        .and_then(|n| n.strip_suffix(".sandbox-tmp"))
+        .is_some_and(|n| match n.rsplit_once('.') {
+            Some((_, pid)) if pid.bytes().all(|b| b.is_ascii_digit()) => writer_gone(pid),
+            _ => true,
+        })
 }
 
 /// An I/O error, with the fix when the cause is the filesystem itself.
@@ -343,7 +361,7 @@ pub fn remove_dirs(created: &[PathBuf]) -> Result<()> {
             for e in entries.flatten() {
                 let name = e.file_name();
                 let name = name.to_string_lossy();
-                if name.starts_with('.') && name.ends_with(".sandbox-tmp") && e.file_type().is_ok_and(|t| t.is_file()) {
+                if stale_temp_name(&name) && e.file_type().is_ok_and(|t| t.is_file()) {
                     let _ = fs::remove_file(e.path());
                 }
             }
@@ -441,6 +459,31 @@ mod tests {
         let e = write_atomic(&link, b"evil", 0o644).expect_err("refused");
         assert!(e.to_string().contains("symbolic link"), "{e}");
         assert_eq!(fs::read_to_string(&target).expect("r"), "keep");
+    }
+
+    #[test]
+    fn removing_a_dir_leaves_a_live_runs_temp_file_alone() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let dir = d.path().join("shared");
+        fs::create_dir(&dir).expect("mkdir");
+        // Another run, alive (our parent), is about to rename its temp file
+        // into place; a run that is gone left one behind.
+        let live = dir.join(format!(
+            ".host.json.{}.sandbox-tmp",
+            std::os::unix::process::parent_id()
+        ));
+        let mut child = std::process::Command::new("true").spawn().expect("spawn");
+        let dead_pid = child.id();
+        child.wait().expect("wait");
+        let dead = dir.join(format!(".host.json.{dead_pid}.sandbox-tmp"));
+        let old = dir.join(".state.json.sandbox-tmp");
+        for f in [&live, &dead, &old] {
+            fs::write(f, "x").expect("w");
+        }
+        remove_dirs(std::slice::from_ref(&dir)).expect("remove");
+        assert!(live.exists(), "a live run's temp file is kept");
+        assert!(!dead.exists() && !old.exists(), "stale ones go");
+        assert!(dir.exists(), "so the directory stays");
     }
 
     #[test]
