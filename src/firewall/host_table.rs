@@ -494,6 +494,54 @@ pub fn install(t: &Table, sets_exist: bool, legacy: Option<&str>, lock_dir: &Pat
 /// transaction. One `nft` run; more only when its sets were not both there.
 pub fn remove(sandbox: &str, veth: &str, legacy: Option<&str>, lock_dir: &Path) -> Result<()> {
     let _lock = HostLock::shared(lock_dir)?;
+    remove_locked(sandbox, veth, legacy)
+}
+
+/// What [`leave`] took out.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Left {
+    /// This sandbox's part (others are still in the table, or it was
+    /// not whole: the caller then looks again whether it is unused).
+    Part,
+    /// The whole table: no other sandbox was in it.
+    Table,
+}
+
+/// Take sandbox `sandbox` out when it is likely the table's last user: one
+/// look at the input map, then one transaction. When no other sandbox has
+/// an element in it, the whole table goes at once (its base chains' RCU
+/// grace period is paid once, not once for our part and once more for the
+/// table); otherwise only our part goes. Under the exclusive host-table
+/// lock, so no run adds a sandbox between the look and the delete.
+pub fn leave(sandbox: &str, veth: &str, legacy: Option<&str>, lock_dir: &Path) -> Result<Left> {
+    let _lock = HostLock::exclusive(lock_dir)?;
+    // No map (the table, or only the map, is gone: a run killed half-way,
+    // a hand edit): the part goes the general way, which copes with
+    // whatever of it is left, and the table is looked at again after.
+    let others = list_maps()?.is_none_or(|maps| {
+        maps["nftables"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|o| o.pointer("/map/elem").and_then(Value::as_array))
+            .flatten()
+            .any(|e| e[0] != veth)
+    });
+    if others {
+        remove_locked(sandbox, veth, legacy)?;
+        return Ok(Left::Part);
+    }
+    let cmds: Vec<Value> = legacy
+        .into_iter()
+        .chain([TABLE])
+        .flat_map(super::render::delete_table_cmds)
+        .filter_map(|c| serde_json::to_value(c).ok())
+        .collect();
+    nft::run_json(&json!({ "nftables": cmds }), &format!("delete table inet {TABLE}"))?;
+    Ok(Left::Table)
+}
+
+fn remove_locked(sandbox: &str, veth: &str, legacy: Option<&str>) -> Result<()> {
     let op = format!("remove {sandbox}'s chains from table inet {TABLE}");
     let batch = |sets: bool| {
         let mut b = remove_batch(sandbox, veth, sets);

@@ -195,13 +195,10 @@ impl Step for EgressRules {
         let lock = host_table::lock_dir(&undo.root);
         match (&r.shared, r.old_host_table()) {
             (Some(s), legacy) if r.host => {
-                // One nft run, whatever of it is still there.
-                host_table::remove(&s.sandbox, &s.veth, legacy.as_deref(), &lock)?;
-                out.push(removed_line(&s.sandbox));
+                out.extend(leave_shared(&undo.root, &undo.name, s, legacy.as_deref(), &lock)?);
                 if let Some(old) = legacy {
                     out.push(format!("deleted host table inet {old} (an older version's)"));
                 }
-                out.extend(release_shared_base(&undo.root, &undo.name, &lock)?);
             }
             (_, Some(old)) => {
                 // A record of an older version: its own host table.
@@ -246,29 +243,72 @@ fn removed_line(sandbox: &str) -> String {
     )
 }
 
+/// Take this sandbox out of the shared host table. While other sandboxes
+/// hold the table (by the host record), only our part goes, one nft run
+/// outside the host lock, so their teardowns go on side by side. The last
+/// holder deletes the whole table in one transaction instead of our part
+/// first and the table after: a teardown then waits for one RCU grace
+/// period, not two.
+fn leave_shared(root: &Root, name: &str, s: &Shared, legacy: Option<&str>, lock: &Path) -> Result<Vec<String>> {
+    let alone = |h: &host::Record| {
+        h.resources
+            .get(Resource::HostTable.id())
+            .is_none_or(|held| held.holders.iter().all(|x| x == name))
+    };
+    if host::peek(root)?.as_ref().is_some_and(|h| !alone(h)) {
+        host_table::remove(&s.sandbox, &s.veth, legacy, lock)?;
+        let mut out = vec![removed_line(&s.sandbox)];
+        out.extend(release_shared_base(root, name, lock)?);
+        return Ok(out);
+    }
+    host::with(root, |h| {
+        let mut out = vec![removed_line(&s.sandbox)];
+        let left = if alone(h.record()) {
+            host_table::leave(&s.sandbox, &s.veth, legacy, lock)?
+        } else {
+            host_table::remove(&s.sandbox, &s.veth, legacy, lock)?;
+            host_table::Left::Part
+        };
+        let deleted = left == host_table::Left::Table;
+        if deleted {
+            out.push(deleted_line());
+        }
+        let restore = |_: &Value| if deleted { Ok(vec![]) } else { delete_if_unused(lock) };
+        if h.knows(Resource::HostTable) {
+            out.extend(h.release(Resource::HostTable, name, restore)?);
+        } else {
+            out.extend(restore(&Value::Null)?);
+        }
+        Ok(out)
+    })
+}
+
+fn deleted_line() -> String {
+    format!("deleted host table inet {} (no sandbox left in it)", host_table::TABLE)
+}
+
+/// Delete the shared table if no sandbox is left in it.
+fn delete_if_unused(lock: &Path) -> Result<Vec<String>> {
+    Ok(if host_table::remove_base_if_unused(lock)? {
+        vec![deleted_line()]
+    } else {
+        vec![]
+    })
+}
+
 /// The shared host table is a host resource, not this sandbox's: the host
 /// record's last holder deletes it (and only if no sandbox's part is left
 /// in it, which it checks by listing its dispatch map). Without a host
 /// record that knows it (a sweep after both records were lost), the
 /// listing alone decides.
 fn release_shared_base(root: &Root, name: &str, lock: &Path) -> Result<Vec<String>> {
-    let delete = || -> Result<Vec<String>> {
-        Ok(if host_table::remove_base_if_unused(lock)? {
-            vec![format!(
-                "deleted host table inet {} (no sandbox left in it)",
-                host_table::TABLE
-            )]
-        } else {
-            vec![]
-        })
-    };
     host::with(root, |h| {
         if !h.knows(Resource::HostTable) {
-            return delete();
+            return delete_if_unused(lock);
         }
         // Also when nobody holds it any more: a run killed during the last
         // holder's delete left it so, and this one finishes that.
-        h.release(Resource::HostTable, name, |_| delete())
+        h.release(Resource::HostTable, name, |_| delete_if_unused(lock))
     })
 }
 
