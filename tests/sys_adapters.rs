@@ -293,3 +293,44 @@ fn run_in_really_runs_in_the_other_namespace() {
         netns::release_dir(&dir, changes).expect("release");
     });
 }
+
+/// The nfnetlink requests read what `nft` wrote and delete what it made,
+/// in the thread's own namespace.
+#[test]
+fn nf_tables_over_netlink_reads_a_map_and_deletes_a_table() {
+    use sandbox::sys::nfnl;
+    common::in_throwaway_host(|_| {
+        nfnl::probe().expect("the kernel answers nf_tables requests");
+        assert_eq!(nfnl::set_keys("t_nl", "m").expect("list"), None, "no table yet");
+        let rules = "table inet t_nl {
+            chain a { }
+            chain b { }
+            map m { type ifname : verdict; elements = { \"veth-a0\" : jump a, \"b0\" : jump b } }
+            chain input { type filter hook input priority 0; policy accept; iifname vmap @m; }
+        }";
+        let mut nft = std::process::Command::new("nft")
+            .args(["-f", "-"])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn nft");
+        nft.stdin
+            .take()
+            .expect("stdin")
+            .write_all(rules.as_bytes())
+            .expect("write rules");
+        assert!(nft.wait().expect("wait nft").success(), "nft -f");
+        let keys = nfnl::set_keys("t_nl", "m").expect("list").expect("the map is there");
+        let mut names: Vec<&[u8]> = keys.iter().map(|k| nfnl::ifname_key(k)).collect();
+        names.sort();
+        assert_eq!(names, vec![&b"b0"[..], &b"veth-a0"[..]]);
+        assert_eq!(nfnl::set_keys("t_nl", "nope").expect("list"), None, "no such map");
+        nfnl::delete_table("t_nl").expect("delete");
+        let listed = std::process::Command::new("nft")
+            .args(["list", "tables"])
+            .output()
+            .expect("nft list tables");
+        assert_eq!(String::from_utf8_lossy(&listed.stdout).trim(), "", "the table is gone");
+        let again = nfnl::delete_table("t_nl").expect_err("a missing table is an error");
+        assert!(again.to_string().contains("t_nl"), "{again}");
+    });
+}

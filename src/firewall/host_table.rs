@@ -29,9 +29,11 @@
 //! them, and one transaction adds or removes all of a sandbox's elements.
 //!
 //! The table itself is a shared host resource, held in the host record
-//! (`host`, resource `host-table`): the last holder calls
-//! [`remove_base_if_unused`], which deletes it when no map holds an element
-//! any more. An inner `flock` on the state directory (shared while a
+//! (`host`, resource `host-table`). The last holder [`leave`]s: one look
+//! at the input map and, with no other sandbox's element in it, one
+//! delete of the whole table (both over nfnetlink, `sys::nfnl`: no `nft`
+//! process); [`remove_base_if_unused`] deletes it when no map holds an
+//! element any more, for the paths that took a part out first. An inner `flock` on the state directory (shared while a
 //! sandbox's objects change, exclusive while the base goes) also covers a
 //! sweep that has no host record to go by.
 
@@ -508,36 +510,25 @@ pub enum Left {
 }
 
 /// Take sandbox `sandbox` out when it is likely the table's last user: one
-/// look at the input map, then one transaction. When no other sandbox has
-/// an element in it, the whole table goes at once (its base chains' RCU
-/// grace period is paid once, not once for our part and once more for the
-/// table); otherwise only our part goes. Under the exclusive host-table
+/// look at the input map, then one transaction, both over nfnetlink. When
+/// no other sandbox has an element in it, the whole table goes at once
+/// (its RCU grace period is paid once, not once for our part and once more
+/// for the table, and overlaps what the run does next: `nfnl`); otherwise
+/// only our part goes. Under the exclusive host-table
 /// lock, so no run adds a sandbox between the look and the delete.
 pub fn leave(sandbox: &str, veth: &str, legacy: Option<&str>, lock_dir: &Path) -> Result<Left> {
     let _lock = HostLock::exclusive(lock_dir)?;
     // No map (the table, or only the map, is gone: a run killed half-way,
     // a hand edit): the part goes the general way, which copes with
     // whatever of it is left, and the table is looked at again after.
-    let others = list_maps()?.is_none_or(|maps| {
-        maps["nftables"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|o| o.pointer("/map/elem").and_then(Value::as_array))
-            .flatten()
-            .any(|e| e[0] != veth)
-    });
-    if others {
+    // An older version's table goes the `nft` way (its delete tolerates a
+    // table that is not there), and the table after it, by the caller.
+    let others = members()?.is_none_or(|m| m.iter().any(|m| m != veth));
+    if others || legacy.is_some() {
         remove_locked(sandbox, veth, legacy)?;
         return Ok(Left::Part);
     }
-    let cmds: Vec<Value> = legacy
-        .into_iter()
-        .chain([TABLE])
-        .flat_map(super::render::delete_table_cmds)
-        .filter_map(|c| serde_json::to_value(c).ok())
-        .collect();
-    nft::run_json(&json!({ "nftables": cmds }), &format!("delete table inet {TABLE}"))?;
+    crate::sys::nfnl::delete_table(TABLE)?;
     Ok(Left::Table)
 }
 
@@ -574,13 +565,17 @@ fn remove_locked(sandbox: &str, veth: &str, legacy: Option<&str>) -> Result<()> 
     }
 }
 
-/// The input map of the shared table, listed; None when the table is not
-/// there. Every sandbox in the table has an element in it (each has an
-/// input chain), and one transaction adds or removes all of a sandbox's
-/// elements, so this one map tells who is in the table.
-fn list_maps() -> Result<Option<Value>> {
-    let map = json!({ "nftables": [cmd("list", obj("map", MAPS[0].name))] });
-    nft::list_objects(&map, &format!("list map inet {TABLE} {}", MAPS[0].name))
+/// The veths with an element in the shared table's input map; None when
+/// the table (or the map) is not there. Every sandbox in the table has an
+/// element in it (each has an input chain), and one transaction adds or
+/// removes all of a sandbox's elements, so this one map tells who is in the
+/// table. Read over nfnetlink: no `nft` process.
+fn members() -> Result<Option<Vec<String>>> {
+    Ok(crate::sys::nfnl::set_keys(TABLE, MAPS[0].name)?.map(|keys| {
+        keys.iter()
+            .map(|k| String::from_utf8_lossy(crate::sys::nfnl::ifname_key(k)).into_owned())
+            .collect()
+    }))
 }
 
 /// Where the host-table lock lives: the directory of the state records.
@@ -592,30 +587,16 @@ pub fn lock_dir(root: &crate::spec::Root) -> std::path::PathBuf {
 /// table: its sets, or an element of its veth in a map. For a sweep, which
 /// has no record to say so. Two `nft` runs at most.
 pub fn has_part(sandbox: &str, veth: &str) -> Result<bool> {
-    let Some(maps) = list_maps()? else {
+    let Some(members) = members()? else {
         return Ok(false);
     };
-    let in_maps = maps["nftables"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|o| o.pointer("/map/elem").and_then(Value::as_array))
-        .flatten()
-        .any(|e| e[0] == veth);
-    Ok(in_maps || list_sets(sandbox)?.is_some())
+    Ok(members.iter().any(|m| m == veth) || list_sets(sandbox)?.is_some())
 }
 
 /// Whether the shared table is there with any sandbox in it (an element
 /// in its input map). Lists only that map.
 pub fn in_use() -> Result<Option<bool>> {
-    Ok(list_maps()?.map(|doc| {
-        doc["nftables"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|o| o.get("map"))
-            .any(|m| m["elem"].as_array().is_some_and(|e| !e.is_empty()))
-    }))
+    Ok(members()?.map(|m| !m.is_empty()))
 }
 
 /// Delete the shared table when no sandbox is left in it (its input map
@@ -630,11 +611,8 @@ pub fn remove_base_if_unused(lock_dir: &Path) -> Result<bool> {
     if in_use()? != Some(false) {
         return Ok(false);
     }
-    let cmds: Vec<Value> = super::render::delete_table_cmds(TABLE)
-        .iter()
-        .filter_map(|c| serde_json::to_value(c).ok())
-        .collect();
-    nft::run_json(&json!({ "nftables": cmds }), &format!("delete table inet {TABLE}"))?;
+    // It is there (just listed, and locked since).
+    crate::sys::nfnl::delete_table(TABLE)?;
     Ok(true)
 }
 

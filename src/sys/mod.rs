@@ -6,6 +6,7 @@ pub mod bounded;
 pub mod files;
 pub mod netlink;
 pub mod netns;
+pub mod nfnl;
 pub mod nft;
 pub mod nft_set;
 pub mod owner;

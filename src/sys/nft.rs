@@ -166,21 +166,14 @@ pub fn available() -> std::result::Result<(), String> {
 }
 
 /// The kernel has nf_tables: loaded as a module shows under /sys/module;
-/// built in (without parameters) it does not, so ask `nft` once, which
-/// also makes the kernel load the module.
+/// built in (without parameters) it does not, so ask the kernel once over
+/// nfnetlink (its ruleset generation), which also makes it load the
+/// module, as `nft` would, without starting a process.
 pub fn kernel_support() -> std::result::Result<(), String> {
     if std::path::Path::new("/sys/module/nf_tables").exists() {
         return Ok(());
     }
-    // One table of a name nobody uses, never the whole ruleset (its cost
-    // grows with every table on the host): "no such table" proves the
-    // kernel answered.
-    match helper::get_current_ruleset_raw(Some(NFT), ["list", "table", "inet", "sandbox_probe_no_such_table"]) {
-        Ok(_) => Ok(()),
-        Err(NftablesError::NftFailed { stderr, .. }) if stderr.contains("No such file or directory") => Ok(()),
-        Err(NftablesError::NftFailed { stderr, .. }) => Err(format!("`nft list table` failed: {}", stderr.trim())),
-        Err(e) => Err(e.to_string()),
-    }
+    super::nfnl::probe()
 }
 
 /// Run a JSON batch (`nft -j -f -`); what nft printed (listings). Its
