@@ -248,6 +248,11 @@ pub fn setup(args: &SetupArgs) -> Result<i32> {
         }
         confirm("Apply these changes?")?;
     }
+    // One durable intent, barriers where a change must follow an earlier
+    // one to disk, one commit at the end (sys::files, "group commit"). On
+    // before the lease: the host record's save joins the intent's sync,
+    // which comes before any change that outlives a power cut.
+    crate::sys::files::group_commit(true);
     let (store, mut state) = Store::open(&spec.root, &spec.name)?;
     // After the lock: a run refused for it must leave no trace.
     let mut report = Reporter::new(AuditLog::open(&spec.root, &spec.name)?, "apply", args.json);
@@ -262,9 +267,6 @@ pub fn setup(args: &SetupArgs) -> Result<i32> {
     ));
     let before = state.steps.clone();
     let mut said = Vec::new();
-    // One durable intent, barriers where a change must follow an earlier
-    // one to disk, one commit at the end (sys::files, "group commit").
-    crate::sys::files::group_commit(true);
     let done = engine::apply_all(&steps, &spec, &store, &mut state, &mut |o| {
         if o.changed() {
             said.push(o.step.to_string());
