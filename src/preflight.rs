@@ -63,23 +63,9 @@ pub fn for_setup(spec: &Spec, state: Option<&State>) -> Vec<Error> {
     if !problems.is_empty() {
         return problems;
     }
-    if let Err(why) = nft::available() {
-        problems.push(Error::host(
-            "nft",
-            why,
-            "install nftables: apt-get install nftables (or dnf install nftables); the kernel needs nf_tables",
-        ));
-    } else if let Err(why) = state
-        // Our tables are there already: the kernel has nf_tables.
-        .filter(|s| s.get("firewall").is_some_and(|r| r.done))
-        .map_or_else(nft::kernel_support, |_| Ok(()))
-    {
-        problems.push(Error::host(
-            "kernel nf_tables",
-            why,
-            "load it (modprobe nf_tables) or boot a kernel built with CONFIG_NF_TABLES",
-        ));
-    }
+    // Our tables are there already: the kernel has nf_tables.
+    let installed = state.is_some_and(|s| s.get("firewall").is_some_and(|r| r.done));
+    problems.extend(nf_tables(!installed));
     // The record as it is now, not as it was read before preflight began:
     // a run racing us on this name writes its record ahead of making its
     // objects, so they are not taken for someone else's.
@@ -98,22 +84,32 @@ pub fn for_setup(spec: &Spec, state: Option<&State>) -> Vec<Error> {
     problems
 }
 
+/// `nft` on PATH and, with `probe_kernel`, nf_tables in the kernel.
+fn nf_tables(probe_kernel: bool) -> Option<Error> {
+    if let Err(why) = nft::available() {
+        return Some(Error::host(
+            "nft",
+            why,
+            "install nftables: apt-get install nftables (or dnf install nftables); the kernel needs nf_tables",
+        ));
+    }
+    let why = probe_kernel.then(nft::kernel_support)?.err()?;
+    Some(Error::host(
+        "kernel nf_tables",
+        why,
+        "load it (modprobe nf_tables) or boot a kernel built with CONFIG_NF_TABLES",
+    ))
+}
+
 /// What would stop a job's sandbox (`sandbox job`): nft, an
 /// address clash, objects of that name that are not ours, and the job
 /// steps' own checks. (Root was checked by the caller; a job has no
 /// account, so the accounts database is not read.)
 pub fn for_job(spec: &Spec) -> Vec<Error> {
     let mut problems = Vec::new();
-    // Only the program: the kernel probe is an `nft` run (40 ms, a third of
-    // a job's start); without nf_tables the firewall step fails with nft's
-    // own message, and the job is taken away again.
-    if let Err(why) = nft::available() {
-        problems.push(Error::host(
-            "nft",
-            why,
-            "install nftables: apt-get install nftables (or dnf install nftables); the kernel needs nf_tables",
-        ));
-    }
+    // The kernel probe is one nfnetlink request (no `nft` run), cheap
+    // enough for every job's start.
+    problems.extend(nf_tables(true));
     match address_clashes(spec, None) {
         Ok(found) => problems.extend(found),
         Err(e) => problems.push(e),

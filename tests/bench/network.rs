@@ -76,13 +76,19 @@ fn main() -> Result<(), String> {
     // ABBA: blocks of BLOCK rounds, script and ours in alternating order.
     const BLOCK: u32 = 5;
     let blocks = rounds.div_ceil(BLOCK);
+    // Each block's full-cycle time over the script's in the same block:
+    // their median shrugs off a burst of load from elsewhere on a shared
+    // VM, which the ratio of sums takes in whole.
+    let mut block_ratios = Vec::new();
     for b in 0..blocks {
         let script_first = matches!(b % 4, 0 | 3);
+        let (mut script_block, mut full_block) = (Duration::ZERO, Duration::ZERO);
         for side in if script_first { [true, false] } else { [false, true] } {
             if side {
                 let (u, d) = script(BLOCK, scratch.path())?;
                 script_up += u;
                 script_down += d;
+                script_block = u + d;
                 continue;
             }
             for _ in 0..BLOCK {
@@ -91,10 +97,14 @@ fn main() -> Result<(), String> {
                 step_syncs += sandbox::sys::files::sync_count() - before;
                 ours_up += u;
                 ours_down += d;
-                full += full_cycle(full_root.path())?;
+                let f = full_cycle(full_root.path())?;
+                full += f;
+                full_block += f;
             }
         }
+        block_ratios.push(full_block.as_secs_f64() / script_block.as_secs_f64());
     }
+    block_ratios.sort_by(f64::total_cmp);
     let rounds = blocks * BLOCK;
     let full_syncs = syncs_of(full_root.path())?;
 
@@ -109,6 +119,13 @@ fn main() -> Result<(), String> {
         let ratio = ours.as_secs_f64() / theirs.as_secs_f64();
         println!("{what:<22} {:>14.2} {:>14.2} {ratio:>8.2}", ms(ours), ms(theirs));
     }
+    println!(
+        "full setup+disable, median of the {} blocks' ratios: {:.2} (range {:.2}-{:.2})",
+        block_ratios.len(),
+        block_ratios[block_ratios.len() / 2],
+        block_ratios[0],
+        block_ratios[block_ratios.len() - 1]
+    );
     println!(
         "sync calls: network steps {:.1} per cycle; a full `sandbox setup` {full_syncs} (strace; 0: no strace)",
         step_syncs as f64 / f64::from(rounds)
