@@ -33,9 +33,10 @@
 //! at the input map and, with no other sandbox's element in it, one
 //! delete of the whole table (both over nfnetlink, `sys::nfnl`: no `nft`
 //! process); [`remove_base_if_unused`] deletes it when no map holds an
-//! element any more, for the paths that took a part out first. An inner `flock` on the state directory (shared while a
-//! sandbox's objects change, exclusive while the base goes) also covers a
-//! sweep that has no host record to go by.
+//! element any more, for the paths that took a part out first. An inner
+//! `flock` on the state directory (shared while a sandbox's objects
+//! change, exclusive while the base goes) also covers a sweep that has no
+//! host record to go by.
 
 use std::path::Path;
 
@@ -514,8 +515,8 @@ pub enum Left {
 /// no other sandbox has an element in it, the whole table goes at once
 /// (its RCU grace period is paid once, not once for our part and once more
 /// for the table, and overlaps what the run does next: `nfnl`); otherwise
-/// only our part goes. Under the exclusive host-table
-/// lock, so no run adds a sandbox between the look and the delete.
+/// only our part goes. Under the exclusive host-table lock, so no run adds
+/// a sandbox between the look and the delete.
 pub fn leave(sandbox: &str, veth: &str, legacy: Option<&str>, lock_dir: &Path) -> Result<Left> {
     let _lock = HostLock::exclusive(lock_dir)?;
     // No map (the table, or only the map, is gone: a run killed half-way,
@@ -585,7 +586,8 @@ pub fn lock_dir(root: &crate::spec::Root) -> std::path::PathBuf {
 
 /// Whether anything of sandbox `sandbox` (veth `veth`) is in the shared
 /// table: its sets, or an element of its veth in a map. For a sweep, which
-/// has no record to say so. Two `nft` runs at most.
+/// has no record to say so. One nfnetlink request and at most one `nft`
+/// run.
 pub fn has_part(sandbox: &str, veth: &str) -> Result<bool> {
     let Some(members) = members()? else {
         return Ok(false);
