@@ -292,7 +292,8 @@ fn address_clashes(spec: &Spec, state: Option<&State>) -> crate::Result<Vec<Erro
 pub struct InUse {
     /// "address 10.0.0.5/24", "route 10.1.0.0/16 via 10.0.0.1".
     what: String,
-    dev: Option<u32>,
+    /// The link, and the word that names it after `what` ("on", "dev").
+    dev: Option<(u32, &'static str)>,
 }
 
 impl InUse {
@@ -300,15 +301,11 @@ impl InUse {
     /// here, for what is shown (a dump of every link grows with the
     /// number of sandboxes, and every setup would pay for it).
     pub fn describe(&self, nl: &Netlink) -> crate::Result<String> {
-        let Some(index) = self.dev else {
+        let Some((index, word)) = self.dev else {
             return Ok(self.what.clone());
         };
         let name = nl.link_by_index(index)?.map_or_else(|| format!("#{index}"), |l| l.name);
-        Ok(if self.what.starts_with("address") {
-            format!("{} on {name}", self.what)
-        } else {
-            format!("{} dev {name}", self.what)
-        })
+        Ok(format!("{} {word} {name}", self.what))
     }
 }
 
@@ -335,7 +332,7 @@ pub fn networks_in_use(spec: &Spec, state: Option<&State>) -> crate::Result<Vec<
             net,
             InUse {
                 what: format!("address {ip}/{}", a.prefix),
-                dev: Some(a.index),
+                dev: Some((a.index, "on")),
             },
         ));
     }
@@ -349,7 +346,7 @@ pub fn networks_in_use(spec: &Spec, state: Option<&State>) -> crate::Result<Vec<
             r.dst,
             InUse {
                 what: format!("route {}{via}", r.dst),
-                dev: r.oif,
+                dev: r.oif.map(|i| (i, "dev")),
             },
         ));
     }

@@ -249,9 +249,10 @@ pub fn setup(args: &SetupArgs) -> Result<i32> {
         confirm("Apply these changes?")?;
     }
     // One durable intent, barriers where a change must follow an earlier
-    // one to disk, one commit at the end (sys::files, "group commit"). On
-    // before the lease: the host record's save joins the intent's sync,
-    // which comes before any change that outlives a power cut.
+    // one to disk, one commit at the end (sys::files, "group commit").
+    // Turned on before the lease, so the host record's save joins the
+    // intent's sync, which comes before any change that outlives a power
+    // cut.
     crate::sys::files::group_commit(true);
     let (store, mut state) = Store::open(&spec.root, &spec.name)?;
     // After the lock: a run refused for it must leave no trace.

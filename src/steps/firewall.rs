@@ -245,17 +245,19 @@ fn removed_line(sandbox: &str) -> String {
 
 /// Take this sandbox out of the shared host table. While other sandboxes
 /// hold the table (by the host record), only our part goes, one nft run
-/// outside the host lock, so their teardowns go on side by side. The last
-/// holder deletes the whole table in one transaction instead of our part
-/// first and the table after: a teardown then waits for one RCU grace
-/// period, not two.
+/// outside the host lock, so their teardowns go on side by side. Otherwise
+/// [`host_table::leave`] decides under the lock, by the table's own
+/// dispatch map: with no other sandbox in it, the whole table goes in one
+/// transaction instead of our part first and the table after (one RCU
+/// grace period, not two). A sandbox that joined meanwhile re-creates the
+/// base with its part, as every install does.
 fn leave_shared(root: &Root, name: &str, s: &Shared, legacy: Option<&str>, lock: &Path) -> Result<Vec<String>> {
-    let alone = |h: &host::Record| {
+    let others_hold = host::peek(root)?.is_some_and(|h| {
         h.resources
             .get(Resource::HostTable.id())
-            .is_none_or(|held| held.holders.iter().all(|x| x == name))
-    };
-    if host::peek(root)?.as_ref().is_some_and(|h| !alone(h)) {
+            .is_some_and(|held| held.holders.iter().any(|x| x != name))
+    });
+    if others_hold {
         host_table::remove(&s.sandbox, &s.veth, legacy, lock)?;
         let mut out = vec![removed_line(&s.sandbox)];
         out.extend(release_shared_base(root, name, lock)?);
@@ -263,13 +265,7 @@ fn leave_shared(root: &Root, name: &str, s: &Shared, legacy: Option<&str>, lock:
     }
     host::with(root, |h| {
         let mut out = vec![removed_line(&s.sandbox)];
-        let left = if alone(h.record()) {
-            host_table::leave(&s.sandbox, &s.veth, legacy, lock)?
-        } else {
-            host_table::remove(&s.sandbox, &s.veth, legacy, lock)?;
-            host_table::Left::Part
-        };
-        let deleted = left == host_table::Left::Table;
+        let deleted = host_table::leave(&s.sandbox, &s.veth, legacy, lock)? == host_table::Left::Table;
         if deleted {
             out.push(deleted_line());
         }
